@@ -1,0 +1,202 @@
+"""Which database a command talks to, decided in one place.
+
+FireWorks' LaunchPad and mfal's provenance store always get their connection
+from :func:`resolve_target`, so ``lpad -l FILE``, ``rlaunch`` and ``mfal`` see the
+same database. The order, first match wins:
+
+1. an explicit launchpad file (``--launchpad FILE``) or ``$MFAL_LAUNCHPAD``;
+2. a ``my_launchpad.yaml`` found the way FireWorks finds it (``FW_CONFIG_FILE``,
+   ``CONFIG_FILE_DIR``, the current directory);
+3. ``$MFAL_MONGO_URI`` (database name from the URI path, default ``mfal``);
+4. the embedded SecantusDB server, started on demand.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from pymongo import MongoClient
+from pymongo.errors import ConfigurationError as PyMongoConfigurationError
+from pymongo.errors import PyMongoError
+from pymongo.uri_parser import parse_uri
+
+from mfal.errors import ConfigError, DatabaseError
+
+DEFAULT_DATABASE = "mfal"
+LAUNCHPAD_KEYS = {
+    "host", "port", "name", "username", "password", "authsource", "uri_mode",
+    "mongoclient_kwargs", "logdir", "strm_lvl", "user_indices", "wf_user_indices",
+}
+
+
+def server_selection_timeout_ms() -> int:
+    """How long a client waits for an unreachable server (``$MFAL_DB_TIMEOUT_MS``, default 5000)."""
+    return int(os.environ.get("MFAL_DB_TIMEOUT_MS", "5000"))
+
+
+@dataclass(frozen=True)
+class DbTarget:
+    """Connection parameters in FireWorks' LaunchPad vocabulary, plus where they came from."""
+
+    host: str
+    port: int | None
+    name: str
+    source: str
+    username: str | None = None
+    password: str | None = None
+    authsource: str | None = None
+    uri_mode: bool = False
+    mongoclient_kwargs: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """A human-readable location that never contains the password."""
+        where = redact(self.host) if self.uri_mode else f"{self.host}:{self.port}"
+        return f"{where}/{self.name} (from {self.source})"
+
+    def client_kwargs(self) -> dict:
+        kwargs = {"serverSelectionTimeoutMS": server_selection_timeout_ms()}
+        kwargs.update(self.mongoclient_kwargs)
+        return kwargs
+
+    def client(self) -> MongoClient:
+        """A pymongo client; raises :class:`DatabaseError` if the server cannot be reached."""
+        try:
+            if self.uri_mode:
+                client = MongoClient(self.host, **self.client_kwargs())
+            else:
+                client = MongoClient(
+                    self.host,
+                    self.port,
+                    username=self.username,
+                    password=self.password,
+                    authSource=self.authsource or self.name,
+                    **self.client_kwargs(),
+                )
+            client.admin.command("ping")
+        except PyMongoError as exc:
+            raise DatabaseError(f"cannot reach MongoDB at {self.describe()}: {_first_line(exc)}") from None
+        return client
+
+    def database(self):
+        return self.client()[self.name]
+
+    def launchpad(self):
+        """A FireWorks LaunchPad on the same database as :meth:`database`."""
+        from fireworks import LaunchPad
+
+        self.client()  # fail early with a clear message rather than inside FireWorks
+        return LaunchPad(**self.launchpad_dict())
+
+    def launchpad_dict(self) -> dict:
+        """The contents of a ``my_launchpad.yaml`` for this target (may hold a password)."""
+        record = {"host": self.host, "port": self.port, "name": self.name, "uri_mode": self.uri_mode}
+        if self.username:
+            record.update(username=self.username, password=self.password)
+        if self.authsource:
+            record["authsource"] = self.authsource
+        kwargs = self.client_kwargs()
+        if kwargs:
+            record["mongoclient_kwargs"] = kwargs
+        return record
+
+
+def resolve_target(launchpad_file: str | Path | None = None, start_embedded: bool = True) -> DbTarget:
+    """Decide which database to use (see the module docstring for the order)."""
+    explicit = launchpad_file or os.environ.get("MFAL_LAUNCHPAD")
+    if explicit:
+        return target_from_launchpad_file(Path(explicit), source=f"launchpad file {explicit}")
+    found = fireworks_launchpad_file()
+    if found:
+        return target_from_launchpad_file(found, source=f"launchpad file {found}")
+    uri = os.environ.get("MFAL_MONGO_URI")
+    if uri:
+        return target_from_uri(uri, source="MFAL_MONGO_URI")
+    return embedded_target(start=start_embedded)
+
+
+def fireworks_launchpad_file() -> Path | None:
+    """The ``my_launchpad.yaml`` that ``lpad`` would use without ``-l``, if any."""
+    from fireworks import fw_config
+
+    location = fw_config.LAUNCHPAD_LOC
+    return Path(location) if location and Path(location).exists() else None
+
+
+def target_from_launchpad_file(path: Path, source: str) -> DbTarget:
+    """Read a FireWorks launchpad YAML file, with errors that name the file and the key."""
+    if not path.is_file():
+        raise ConfigError(f"launchpad file {path} does not exist")
+    try:
+        record = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"launchpad file {path} is not valid YAML: {_first_line(exc)}") from None
+    if not isinstance(record, dict):
+        raise ConfigError(f"launchpad file {path} must hold a mapping of LaunchPad settings, not {type(record).__name__}")
+    unknown = sorted(set(record) - LAUNCHPAD_KEYS)
+    if unknown:
+        raise ConfigError(f"launchpad file {path}: unknown key(s) {unknown}; allowed: {sorted(LAUNCHPAD_KEYS)}")
+    uri_mode = bool(record.get("uri_mode", False))
+    host = record.get("host") or ("" if uri_mode else "localhost")
+    if uri_mode:
+        if not host:
+            raise ConfigError(f"launchpad file {path}: uri_mode is true but 'host' holds no MongoDB URI")
+        name = record.get("name") or _uri_database(host, path)
+        port = None
+    else:
+        name = record.get("name") or "fireworks"
+        port = record.get("port", 27017)
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise ConfigError(f"launchpad file {path}: port must be an integer 1-65535, got {port!r}")
+    kwargs = record.get("mongoclient_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"launchpad file {path}: mongoclient_kwargs must be a mapping, got {kwargs!r}")
+    return DbTarget(
+        host=str(host),
+        port=port,
+        name=str(name),
+        source=source,
+        username=record.get("username"),
+        password=record.get("password"),
+        authsource=record.get("authsource"),
+        uri_mode=uri_mode,
+        mongoclient_kwargs=kwargs,
+    )
+
+
+def target_from_uri(uri: str, source: str) -> DbTarget:
+    return DbTarget(host=uri, port=None, name=_uri_database(uri, source), source=source, uri_mode=True)
+
+
+def embedded_target(start: bool = True) -> DbTarget:
+    """The embedded server's target, starting the server if it is not running."""
+    from mfal.db import EmbeddedServer
+
+    server = EmbeddedServer()
+    status = server.status()
+    if not status.running:
+        if not start:
+            raise DatabaseError("the embedded database is not running; start it with 'mfal db start'")
+        status = server.start()
+    return DbTarget(host=status.host, port=status.port, name=DEFAULT_DATABASE, source="embedded server")
+
+
+def redact(text: str) -> str:
+    """Replace the password in any ``scheme://user:password@host`` URI by ``***``."""
+    return re.sub(r"(://[^:/@\s]+:)[^@\s]*@", r"\1***@", text)
+
+
+def _uri_database(uri: str, where) -> str:
+    try:
+        parsed = parse_uri(uri)
+    except (PyMongoConfigurationError, ValueError) as exc:
+        raise ConfigError(f"invalid MongoDB URI in {where}: {_first_line(exc)}") from None
+    return parsed.get("database") or DEFAULT_DATABASE
+
+
+def _first_line(exc: Exception) -> str:
+    text = redact(str(exc)).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

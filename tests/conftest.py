@@ -1,0 +1,73 @@
+"""Shared fixtures: a real SecantusDB server for the whole session, a fresh store per test."""
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_mfal_home(tmp_path_factory):
+    """Keep every test away from the user's ~/.mfal and any my_launchpad.yaml around."""
+    home = tmp_path_factory.mktemp("mfal_home")
+    saved = {key: os.environ.get(key) for key in ("MFAL_HOME", "MFAL_LAUNCHPAD", "MFAL_MONGO_URI")}
+    os.environ["MFAL_HOME"] = str(home)
+    os.environ.pop("MFAL_LAUNCHPAD", None)
+    os.environ.pop("MFAL_MONGO_URI", None)
+    yield home
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def embedded_server(tmp_path_factory):
+    """A real SecantusDB server process on a free port with temporary storage."""
+    from mfal.db import EmbeddedServer
+
+    root = tmp_path_factory.mktemp("secantus")
+    server = EmbeddedServer(state_dir=root / "state", storage_path=root / "storage")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mongo_uri(embedded_server):
+    return embedded_server.status().uri
+
+
+@pytest.fixture
+def mongo_client(mongo_uri):
+    from pymongo import MongoClient
+
+    client = MongoClient(mongo_uri, serverSelectionTimeoutMS=5000)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def database_name():
+    return f"test_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def store(mongo_client, database_name):
+    """A :class:`mfal.store.Store` on a fresh database of the session server."""
+    from mfal.store import Store
+
+    yield Store(mongo_client[database_name])
+    mongo_client.drop_database(database_name)
+
+
+@pytest.fixture
+def shared_dir():
+    if not SHARED.is_dir():
+        pytest.fail(f"reference data folder {SHARED} is missing (the repository must sit beside shared/)")
+    return SHARED
