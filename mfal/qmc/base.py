@@ -1,0 +1,61 @@
+"""The interface every QMC backend implements, and what a finished job reports.
+
+A campaign labels structures through one of several backends (QMCPACK on a
+cluster, pyqmc on this machine, a surrogate with a known truth). All of them
+turn a structure into a job directory (``prepare``), do the work (``run``) and
+read the result back (``analyse``) as a total energy with its statistical error
+bar in eV. A job that cannot give a trustworthy number raises
+:class:`QmcJobFailed` with the reason, so that it is rerun and never stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ase import Atoms
+from ase.units import Hartree
+
+from mfal.errors import MfalError
+
+#: eV per Hartree (CODATA value used by ASE); backends convert at their boundary.
+HARTREE_EV = float(Hartree)
+
+
+class QmcJobFailed(MfalError):
+    """A QMC job finished without a usable energy; ``reason`` says why, ``job`` where."""
+
+    def __init__(self, job: str | Path, reason: str):
+        self.job = Path(job)
+        self.reason = reason
+        super().__init__(f"QMC job {self.job} failed: {reason}")
+
+
+@dataclass(frozen=True)
+class QmcResult:
+    """A QMC total energy with its one-sigma statistical error bar, both in eV.
+
+    ``diagnostics`` holds what the analysis saw (blocks used, equilibration cut,
+    autocorrelation time, variance, population), JSON-able, stored with the label.
+    """
+
+    energy_eV: float
+    error_eV: float
+    method: str
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+
+class QmcBackend(Protocol):
+    """A way of computing QMC labels: write a job, run it, read its energy back."""
+
+    name: str
+
+    def prepare(self, structure: Atoms, job_dir: str | Path) -> Path:
+        """Write everything the job needs into ``job_dir`` and return it."""
+
+    def run(self, job_dir: str | Path) -> None:
+        """Do the calculation in ``job_dir`` (blocking)."""
+
+    def analyse(self, job_dir: str | Path) -> QmcResult:
+        """Read the finished job; raise :class:`QmcJobFailed` if it is not usable."""

@@ -1,0 +1,64 @@
+"""``mfal qmc``: analyse QMCPACK output like qmca, and write QMC input decks by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mfal.errors import MfalError
+
+app = typer.Typer(help="QMC tools: qmca-exact analysis and input decks for inspection.",
+                  no_args_is_help=True)
+
+
+@app.callback()
+def qmc() -> None:
+    """QMC tools: qmca-exact analysis and input decks for inspection."""
+
+
+def _integers(text: str, what: str) -> list[int]:
+    try:
+        return [int(t) for t in text.replace(",", " ").split()]
+    except ValueError:
+        raise typer.BadParameter(f"{what} must be integers separated by spaces; got {text!r}") \
+            from None
+
+
+@app.command()
+def analyse(
+    paths: list[Path] = typer.Argument(..., help="scalar.dat or dmc.dat files."),
+    equilibration: str = typer.Option("auto", "-e", "--equilibration",
+                                      help="Blocks to drop: 'auto', N, or 'N0 N1 ...' per series."),
+    average: bool = typer.Option(False, "-a", "--average", help="Twist-average the files."),
+    weights: str = typer.Option(None, "-w", "--weights", help="Twist weights, 'W1 W2 ...'."),
+    join: str = typer.Option(None, "-j", "--join", help="Join series 'A B' into one."),
+    quantities: str = typer.Option("all", "-q", "--quantities",
+                                   help="Quantities, qmca names or abbreviations (e, ev, 'e k p')."),
+    precision: str = typer.Option(None, "--fp", help="Float format of the numbers, e.g. 16.8f."),
+) -> None:
+    """Print the statistics qmca prints for these files, in qmca's format."""
+    from mfal.qmc import qmca
+
+    eq: str | list[int] = equilibration if equilibration == "auto" \
+        else _integers(equilibration, "-e")
+    weight_values = None
+    if weights is not None:
+        try:
+            weight_values = [float(w) for w in weights.replace(",", " ").split()]
+        except ValueError:
+            raise typer.BadParameter(f"-w must be numbers separated by spaces; got {weights!r}") \
+                from None
+    join_pair = None
+    if join is not None:
+        join_pair = _integers(join, "-j")
+        if len(join_pair) != 2:
+            raise typer.BadParameter(f"-j needs two series numbers 'A B'; got {join!r}")
+    try:
+        results = qmca.qmca(paths, equilibration=eq, average=average, weights=weight_values,
+                            join=tuple(join_pair) if join_pair else None)
+        text = qmca.format_results(results, qmca.parse_quantities(quantities), precision)
+    except MfalError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    typer.echo(text, nl=False)
