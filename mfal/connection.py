@@ -54,8 +54,8 @@ class DbTarget:
 
     def describe(self) -> str:
         """A human-readable location that never contains the password."""
-        where = redact(self.host) if self.uri_mode else f"{self.host}:{self.port}"
-        return f"{where}/{self.name} (from {self.source})"
+        where = f"{redact(self.host)} (database {self.name})" if self.uri_mode else f"{self.host}:{self.port}/{self.name}"
+        return f"{where}, from {self.source}"
 
     def client_kwargs(self) -> dict:
         kwargs = {"serverSelectionTimeoutMS": server_selection_timeout_ms()}
@@ -78,7 +78,7 @@ class DbTarget:
                 )
             client.admin.command("ping")
         except PyMongoError as exc:
-            raise DatabaseError(f"cannot reach MongoDB at {self.describe()}: {_first_line(exc)}") from None
+            raise DatabaseError(f"cannot reach MongoDB at {self.describe()}: {_connection_failure(exc)}") from None
         return client
 
     def database(self):
@@ -133,7 +133,7 @@ def target_from_launchpad_file(path: Path, source: str) -> DbTarget:
     try:
         record = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"launchpad file {path} is not valid YAML: {_first_line(exc)}") from None
+        raise ConfigError(f"launchpad file {path} is not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(record, dict):
         raise ConfigError(f"launchpad file {path} must hold a mapping of LaunchPad settings, not {type(record).__name__}")
     unknown = sorted(set(record) - LAUNCHPAD_KEYS)
@@ -195,6 +195,18 @@ def _uri_database(uri: str, where) -> str:
     except (PyMongoConfigurationError, ValueError) as exc:
         raise ConfigError(f"invalid MongoDB URI in {where}: {_first_line(exc)}") from None
     return parsed.get("database") or DEFAULT_DATABASE
+
+
+def _connection_failure(exc: Exception) -> str:
+    """The useful head of a pymongo connection error, without its topology dump."""
+    text = _first_line(exc).split(", Timeout:")[0]
+    return re.sub(r"\s*\(configured timeouts:[^)]*\)", "", text)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or _first_line(exc)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
 def _first_line(exc: Exception) -> str:

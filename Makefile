@@ -1,0 +1,31 @@
+# The two commands a user needs: `make demo` and `make test`.
+# Each creates .venv if missing and installs torch (TORCH_SPEC, overridable, e.g.
+# `make test TORCH_SPEC="torch==2.13.0 --index-url ..."` for a CUDA build) and mfal.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.mfal-installed
+
+.PHONY: demo test install
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet $(TORCH_SPEC)
+	$(BIN)/pip install --quiet -e ".[local,test]"
+	touch $@
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/pytest -ra $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/mfal db start
+	$(BIN)/mfal campaign list

@@ -1,0 +1,174 @@
+"""The ``mfal`` command.
+
+Heavy libraries (torch, mace, FireWorks) are imported inside the commands that
+need them, so ``mfal db status`` and ``mfal history`` answer at once. Errors a
+user can cause are :class:`mfal.errors.MfalError`; :func:`main` prints them as one
+line and exits non-zero instead of showing a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mfal.errors import ConfigError, MfalError
+
+app = typer.Typer(
+    help="Active-learning, multi-fidelity orchestrator: lift MACE potentials from DFT to QMC accuracy.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="The embedded MongoDB-compatible database for local use.", no_args_is_help=True)
+campaign_app = typer.Typer(help="Create, run and list active-learning campaigns.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(campaign_app, name="campaign")
+
+console = Console()
+error_console = Console(stderr=True)
+
+LaunchpadOption = typer.Option(
+    None,
+    "--launchpad",
+    "-l",
+    help="FireWorks launchpad file naming the database (default: $MFAL_LAUNCHPAD, my_launchpad.yaml, "
+    "$MFAL_MONGO_URI, else the embedded server).",
+)
+
+
+def open_store(launchpad: Optional[Path]):
+    """The provenance store on the database every mfal and FireWorks command agrees on."""
+    from mfal.connection import resolve_target
+    from mfal.store import Store
+
+    return Store.from_target(resolve_target(launchpad))
+
+
+# -- mfal db ---------------------------------------------------------------------
+@db_app.command("start")
+def db_start(
+    port: Optional[int] = typer.Option(None, help="Port on 127.0.0.1 (default: the last one used, else a free one)."),
+    storage_path: Optional[Path] = typer.Option(None, help="Storage directory (default: $MFAL_HOME/db)."),
+) -> None:
+    """Start the embedded database (does nothing if it is already running)."""
+    from mfal.db import EmbeddedServer
+
+    console.print(EmbeddedServer(storage_path=storage_path).start(port=port).describe())
+
+
+@db_app.command("stop")
+def db_stop() -> None:
+    """Stop the embedded database cleanly."""
+    from mfal.db import EmbeddedServer
+
+    stopped = EmbeddedServer().stop()
+    console.print("embedded database stopped" if stopped else "embedded database was not running")
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Say whether the embedded database runs, where, and since when."""
+    from mfal.db import EmbeddedServer
+
+    console.print(EmbeddedServer().status().describe())
+
+
+@db_app.command("launchpad-file")
+def db_launchpad_file(
+    path: Path = typer.Argument(Path("my_launchpad.yaml"), help="File to write."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+) -> None:
+    """Write the my_launchpad.yaml that points plain lpad/rlaunch at the embedded database."""
+    import yaml
+
+    from mfal.connection import embedded_target
+
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists; pass --force to overwrite it")
+    path.write_text(yaml.safe_dump(embedded_target().launchpad_dict(), sort_keys=False))
+    console.print(f"wrote {path}: use it with 'lpad -l {path}' and 'rlaunch -l {path}'")
+
+
+# -- mfal campaign ---------------------------------------------------------------
+@campaign_app.command("list")
+def campaign_list(
+    launchpad: Optional[Path] = LaunchpadOption,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List the campaigns in the database with their state."""
+    campaigns = open_store(launchpad).list_campaigns()
+    rows = [
+        {"campaign": c["_id"], "state": c.get("state"), "created_at": c.get("created_at"), "updated_at": c.get("updated_at")}
+        for c in campaigns
+    ]
+    if as_json:
+        print(json.dumps(rows, default=str, indent=1))
+        return
+    if not rows:
+        console.print("no campaigns in the database yet")
+        return
+    table = Table("campaign", "state", "created", "updated")
+    for row in rows:
+        table.add_row(row["campaign"], str(row["state"]), _time(row["created_at"]), _time(row["updated_at"]))
+    console.print(table)
+
+
+# -- mfal history ----------------------------------------------------------------
+@app.command("history")
+def history(
+    campaign: str = typer.Argument(..., help="Campaign name."),
+    launchpad: Optional[Path] = LaunchpadOption,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts instead of a table."),
+) -> None:
+    """Convergence history of a campaign: barrier, committee spread, QMC labels and wall time per cycle."""
+    rows = open_store(launchpad).history(campaign)
+    if as_json:
+        print(json.dumps(rows, default=str, indent=1))
+        return
+    if not rows:
+        console.print(f"campaign {campaign!r} has no cycles yet")
+        return
+    table = Table("cycle", "state", "barrier (eV)", "spread (eV)", "QMC labels", "wall time (s)", title=campaign)
+    for row in rows:
+        table.add_row(
+            str(row["cycle"]),
+            row["state"],
+            _number(row["barrier"], "{:.4f}"),
+            _number(row["barrier_spread"], "{:.4f}"),
+            str(row["n_labels"]),
+            _number(row["wall_time_s"], "{:.1f}"),
+        )
+    console.print(table)
+
+
+def _number(value, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _time(value) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def main() -> None:
+    """Console entry point: run the app, turning user errors into one clear line on stderr."""
+    from pymongo.errors import PyMongoError
+
+    from mfal.connection import redact
+
+    try:
+        app()
+    except MfalError as exc:
+        _fail(str(exc))
+    except PyMongoError as exc:
+        _fail(f"database error: {redact(str(exc))}")
+
+
+def _fail(message: str) -> None:
+    print(f"mfal: error: {' '.join(message.split())}", file=sys.stderr)
+    sys.exit(1)
