@@ -16,6 +16,7 @@ from mfal.systems import (
     mos2_monolayer,
     mos2_vacancy_endpoints,
     mos2_vacancy_path,
+    vacancy_final_by_translation,
 )
 
 
@@ -148,3 +149,21 @@ def test_mos2_divacancy_needs_3x3():
 def test_mos2_rejects_thin_vacuum():
     with pytest.raises(SystemSpecError, match="vacuum"):
         mos2_monolayer(vacuum=5.0)
+
+
+def test_vacancy_final_by_translation_maps_relaxed_initial_onto_equivalent_final():
+    initial, final = mos2_vacancy_endpoints((3, 3))
+    relaxed = initial.copy()
+    relaxed.positions += np.random.default_rng(3).normal(scale=0.05, size=relaxed.positions.shape)
+    mapped = vacancy_final_by_translation(relaxed, (3, 3))
+    assert list(mapped.numbers) == list(final.numbers)
+    # each atom of the mapped final state sits near its site in the unrelaxed final state ...
+    _, d = get_distances(mapped.positions, final.positions, cell=final.cell, pbc=final.pbc)
+    assert np.diag(d).max() < 0.3
+    # ... and the mapped state is an exact symmetry image of the relaxed initial state
+    assert _sorted_distances(mapped) == pytest.approx(_sorted_distances(relaxed), abs=1e-9)
+
+
+def test_vacancy_final_by_translation_rejects_foreign_structure():
+    with pytest.raises(SystemSpecError, match="vacancy cell"):
+        vacancy_final_by_translation(mos2_monolayer((3, 3)), (3, 3))

@@ -27,6 +27,7 @@ from mfal.systems.mos2 import (
     mos2_vacancy_endpoints,
     mos2_vacancy_path,
     top_sulfur_index,
+    vacancy_final_by_translation,
 )
 
 __all__ = [
@@ -49,4 +50,5 @@ __all__ = [
     "mos2_vacancy_endpoints",
     "mos2_vacancy_path",
     "top_sulfur_index",
+    "vacancy_final_by_translation",
 ]

@@ -20,6 +20,7 @@ removed; the hopping atom keeps its index in every image (``info['moving_index']
 import numpy as np
 from ase import Atoms
 from ase.build import mx2
+from ase.geometry import find_mic
 
 from mfal.systems.errors import SystemSpecError
 from mfal.systems.interpolate import interpolate_path
@@ -115,6 +116,45 @@ def mos2_divacancy_path(
     """Endpoints of :func:`mos2_divacancy_endpoints` and ``n_intermediate`` straight-line images."""
     initial, final = mos2_divacancy_endpoints(size, a=a, thickness=thickness, vacuum=vacuum)
     return interpolate_path(initial, final, n_intermediate)
+
+
+def vacancy_final_by_translation(relaxed_initial: Atoms, size: tuple[int, int] = (3, 3), **geometry) -> Atoms:
+    """The final state of the single-vacancy hop, made from a relaxed initial state by symmetry.
+
+    The lattice translation ``t`` from the vacancy site to the hopping atom's site
+    carries the initial state (vacancy at V) onto a configuration with the vacancy
+    at the hopping atom's old site; relabelling its atoms to the order of
+    :func:`mos2_vacancy_endpoints` gives the relaxed final state, exactly equivalent
+    to the initial one, without a second relaxation. ``geometry`` (``a``,
+    ``thickness``, ``vacuum``) must match the one ``relaxed_initial`` was built with.
+    """
+    template_initial, template_final = mos2_vacancy_endpoints(size, **geometry)
+    if list(relaxed_initial.numbers) != list(template_initial.numbers):
+        raise SystemSpecError(
+            f"relaxed_initial ({relaxed_initial.get_chemical_formula()}) does not hold the atoms of a "
+            f"{size[0]}x{size[1]} vacancy cell in the builder's order"
+        )
+    mover = template_initial.info["moving_index"]
+    shift = template_initial.positions[mover] - template_final.positions[mover]
+    translated = relaxed_initial.positions + shift
+    cell, pbc = relaxed_initial.cell, relaxed_initial.pbc
+    positions = np.empty_like(translated)
+    taken = set()
+    for k, site in enumerate(template_final.positions):
+        offsets, _ = find_mic(translated - site, cell, pbc)
+        distance = np.linalg.norm(offsets, axis=1)
+        distance[relaxed_initial.numbers != template_final.numbers[k]] = np.inf
+        j = int(distance.argmin())
+        if distance[j] > 0.5 * MOS2_LATTICE or j in taken:
+            raise SystemSpecError(
+                "relaxed_initial is too far from the ideal vacancy cell to be mapped by symmetry "
+                f"(atom {k}: nearest translated atom {distance[j]:.2f} Å away)"
+            )
+        taken.add(j)
+        positions[k] = site + offsets[j]
+    final = relaxed_initial.copy()
+    final.positions = positions
+    return final
 
 
 def top_sulfur_index(atoms: Atoms, site: tuple[int, int], size: tuple[int, int]) -> int:

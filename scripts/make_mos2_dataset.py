@@ -1,0 +1,179 @@
+"""Make the MoS2 S-vacancy low-fidelity dataset: GPAW PBE (LCAO dzp) energies and forces.
+
+Runs under Debian's system Python with MPI on both cores, at low priority:
+
+    cd /work/main && PYTHONPATH=. OMP_NUM_THREADS=1 nohup nice -n 10 \\
+        mpirun --allow-run-as-root --oversubscribe -np 2 /usr/bin/python3 \\
+        scripts/make_mos2_dataset.py data/mos2/mos2_pbe.extxyz >> /tmp/mos2_dataset.log 2>&1 &
+
+The same command resumes an interrupted run. Stages, in order (each a
+deterministic list of configurations with unique ``config_id``):
+
+1. ``relax_NNN``: BFGS relaxation of the initial state of the 3x3 vacancy hop;
+   every step is a frame. On restart the relaxation continues from the last
+   stored frame (one optimizer step with its stored forces, fresh Hessian).
+2. ``final``: the relaxed final state, made from the relaxed initial one by the
+   lattice translation that maps the two (a check of the equivalence: equal energy).
+3. ``path_NN``: straight-line images between the relaxed endpoints.
+4. rounds of ``rattled``, ``strained`` and ``pristine`` configurations, interleaved
+   so that a dataset cut off at any point is still balanced.
+
+Each finished configuration is appended to the extxyz at once (rank 0 writes).
+About two minutes per single point on 2 cores.
+"""
+
+import argparse
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+from ase.optimize import BFGS
+from gpaw.mpi import world
+
+from mfal.systems import interpolate_path, mos2_monolayer, mos2_vacancy_endpoints, vacancy_final_by_translation
+from mfal.systems.dataset import append_frame, labelled_frame, read_dataset
+from mfal.systems.gpaw_reference import gpaw_calculator, label_settings
+
+SIZE = (3, 3)
+RELAX_FMAX = 0.05
+RELAX_MAX_STEPS = 40
+PATH_INTERMEDIATE = 7
+ROUNDS = 12
+RATTLE_STDEVS = [0.02, 0.04, 0.06, 0.08, 0.1]
+STRAINS = [(0.01, 0.01), (-0.01, -0.01), (0.02, 0.02), (-0.02, -0.02), (0.015, 0.0), (0.0, -0.015)]
+
+
+class Labeller:
+    """Computes and appends labels, reusing one GPAW calculator while the cell and atoms stay the same
+    (GPAW then starts each SCF from the previous density)."""
+
+    def __init__(self, output: Path, txt: Path):
+        self.output = output
+        self.txt = txt
+        self.frames = {str(f.info["config_id"]): f for f in read_dataset(output)}
+        self.calc = None
+        self.calc_key = None
+
+    def label(self, config_id: str, atoms, **info):
+        if config_id in self.frames:
+            return self.frames[config_id]
+        key = (tuple(atoms.numbers), tuple(np.round(atoms.cell.array, 6).ravel()))
+        if key != self.calc_key:
+            self.calc = gpaw_calculator(atoms, txt=str(self.txt))
+            self.calc_key = key
+        atoms = atoms.copy()
+        atoms.calc = self.calc
+        start = time.perf_counter()
+        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+        seconds = time.perf_counter() - start
+        frame = labelled_frame(
+            atoms, energy, forces, config_id, label_settings(atoms), seconds=round(seconds, 1), **info
+        )
+        if world.rank == 0:
+            append_frame(self.output, frame)
+            print(f"{config_id}: E = {energy:.5f} eV, fmax = {np.abs(forces).max():.3f} eV/Å ({seconds:.0f} s)",
+                  flush=True)
+        world.barrier()
+        self.frames[config_id] = frame
+        return frame
+
+
+def _relax_finished(frame) -> bool:
+    fmax = np.linalg.norm(frame.get_forces(), axis=1).max()
+    return fmax < RELAX_FMAX or int(frame.info["step"]) + 1 >= RELAX_MAX_STEPS
+
+
+def relax_initial(labeller: Labeller):
+    """Stage 1: BFGS relaxation of the initial state; returns its last (relaxed) frame."""
+    initial, _ = mos2_vacancy_endpoints(SIZE)
+    atoms = initial.copy()
+    optimizer = BFGS(atoms, maxstep=0.1, logfile=None)
+    done = sorted(k for k in labeller.frames if k.startswith("relax_"))
+    step = 0
+    if done:
+        last = labeller.frames[done[-1]]
+        if _relax_finished(last):
+            return last
+        atoms.positions = last.positions
+        optimizer.step(last.get_forces())
+        step = int(last.info["step"]) + 1
+    while True:
+        frame = labeller.label(f"relax_{step:03d}", atoms, kind="relax", step=step)
+        if _relax_finished(frame):
+            return frame
+        optimizer.step(frame.get_forces())
+        step += 1
+
+
+def _rng(*key) -> np.random.Generator:
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def _rattled(atoms, stdev: float, *key):
+    rattled = atoms.copy()
+    rattled.positions += _rng(*key).normal(scale=stdev, size=rattled.positions.shape)
+    return rattled
+
+
+def _strained(atoms, strain: tuple[float, float]):
+    strained = atoms.copy()
+    cell = strained.cell.array.copy()
+    cell[0] *= 1 + strain[0]
+    cell[1] *= 1 + strain[1]
+    strained.set_cell(cell, scale_atoms=True)
+    return strained
+
+
+def later_stages(relaxed_initial):
+    """Stages 2-4 as ``(config_id, atoms, info)``, all derived from the relaxed initial state."""
+    initial = mos2_vacancy_endpoints(SIZE)[0]
+    initial.positions = relaxed_initial.positions
+    final = vacancy_final_by_translation(initial, SIZE)
+    path = [initial] + _straight_line(initial, final) + [final]
+    yield "final", final, dict(kind="endpoint")
+    for k, image in enumerate(path[1:-1], start=1):
+        yield f"path_{k:02d}", image, dict(kind="path", image=k)
+    pristine = mos2_monolayer(SIZE)
+    for round_ in range(ROUNDS):
+        for k, image in enumerate(path):
+            stdev = RATTLE_STDEVS[(round_ + k) % len(RATTLE_STDEVS)]
+            yield (f"rattled_r{round_:02d}_i{k:02d}", _rattled(image, stdev, round_, k),
+                   dict(kind="rattled", image=k, rattle=stdev))
+        strain = STRAINS[round_ % len(STRAINS)]
+        k = (0, len(path) // 2, len(path) - 1)[round_ % 3]
+        yield (f"strained_r{round_:02d}_i{k:02d}", _strained(_rattled(path[k], 0.02, "strain", round_), strain),
+               dict(kind="strained", image=k, strain_a=strain[0], strain_b=strain[1]))
+        if round_ == 0:
+            yield "pristine_ideal", pristine, dict(kind="pristine")
+        elif round_ % 2:
+            stdev = RATTLE_STDEVS[round_ % len(RATTLE_STDEVS)]
+            yield (f"pristine_rattled_r{round_:02d}", _rattled(pristine, stdev, "pristine", round_),
+                   dict(kind="pristine", rattle=stdev))
+        else:
+            strain = STRAINS[(round_ // 2) % len(STRAINS)]
+            yield (f"pristine_strained_r{round_:02d}", _strained(_rattled(pristine, 0.02, "pristine", round_), strain),
+                   dict(kind="pristine", strain_a=strain[0], strain_b=strain[1]))
+
+
+def _straight_line(initial, final):
+    return interpolate_path(initial, final, PATH_INTERMEDIATE)[1:-1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("output", type=Path, help="extxyz file to create or extend")
+    parser.add_argument("--txt", type=Path, default=Path("/tmp/mos2_gpaw.txt"), help="GPAW log file")
+    args = parser.parse_args()
+    labeller = Labeller(args.output, args.txt)
+    if world.rank == 0:
+        print(f"{len(labeller.frames)} configurations already in {args.output}", flush=True)
+    relaxed = relax_initial(labeller)
+    for config_id, atoms, info in later_stages(relaxed):
+        labeller.label(config_id, atoms, **info)
+    if world.rank == 0:
+        print(f"done: {len(labeller.frames)} configurations", flush=True)
+
+
+if __name__ == "__main__":
+    main()
