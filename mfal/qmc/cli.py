@@ -62,3 +62,43 @@ def analyse(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
     typer.echo(text, nl=False)
+
+
+@app.command()
+def write(
+    config: Path = typer.Argument(..., help="YAML file whose 'qmc:' section holds the backend "
+                                            "and its settings."),
+    structure: Path = typer.Option(..., "--structure", "-s", help="Structure file ASE reads."),
+    out: Path = typer.Option(..., "--out", "-o", help="Job directory to write."),
+) -> None:
+    """Write the input deck of one structure for inspection (nothing is run)."""
+    import yaml
+    from ase.io import read
+    from pydantic import ValidationError
+
+    from mfal.qmc.registry import backend_for, parse_qmc_settings
+
+    try:
+        document = yaml.safe_load(config.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        typer.echo(f"error: cannot read {config}: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    if not isinstance(document, dict) or "qmc" not in document:
+        typer.echo(f"error: {config} has no 'qmc:' section", err=True)
+        raise typer.Exit(code=2)
+    try:
+        atoms = read(structure)
+    except Exception as exc:
+        typer.echo(f"error: cannot read structure {structure}: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    try:
+        settings = parse_qmc_settings(document["qmc"], base_dir=config.resolve().parent)
+        job = backend_for(settings).prepare(atoms, out)
+    except ValidationError as exc:
+        typer.echo(f"error: invalid qmc settings in {config}:\n{exc}", err=True)
+        raise typer.Exit(code=2) from None
+    except MfalError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    for path in sorted(job.iterdir()):
+        typer.echo(str(path))
