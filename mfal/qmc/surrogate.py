@@ -1,0 +1,131 @@
+"""Surrogate high-fidelity oracle: any ASE calculator (or MACE model) plus Gaussian noise.
+
+Benchmarks need a "QMC" whose truth is known, to count how many labels the
+active-learning loop needs to reach a known barrier. The surrogate evaluates a
+reference calculator and adds noise of a configured sigma, reported as the
+label's error bar, like a QMC error bar. The noise of a structure is drawn from
+a stream seeded by (seed, structure hash), so a label does not depend on the
+order in which structures are labelled, and rerunning reproduces it exactly.
+Every label records that it came from a surrogate, with the noise-free energy.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from ase import Atoms
+from ase.io import read, write
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mfal.errors import ConfigError
+from mfal.hashing import structure_hash
+from mfal.qmc.base import QmcJobFailed, QmcResult
+
+STRUCTURE_FILE = "structure.extxyz"
+SETTINGS_FILE = "surrogate_settings.json"
+RESULT_FILE = "surrogate_result.json"
+
+
+class SurrogateSettings(BaseModel):
+    """Reference calculator (import path or MACE model file) and the noise added to it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["surrogate"] = "surrogate"
+    calculator: str | None = Field(
+        None, description="'package.module:factory' returning an ASE calculator, called with "
+                          "calculator_kwargs.")
+    calculator_kwargs: dict[str, Any] = Field(default_factory=dict)
+    model: Path | None = Field(None, description="MACE model file: an mfal committee file, or a "
+                                                 "mace_run_train '.model' file (a trusted pickle).")
+    device: str = Field("cpu", description="Torch device for a MACE model.")
+    noise_sigma_eV: float = Field(0.0, ge=0, description="Standard deviation of the added noise "
+                                                         "(eV), also the label's error bar.")
+    seed: int = Field(0, ge=0, description="Seed of the noise; recorded with every label.")
+
+    @model_validator(mode="after")
+    def _one_reference(self):
+        if (self.calculator is None) == (self.model is None):
+            raise ValueError("give exactly one of 'calculator' (import path 'module:factory') "
+                             "and 'model' (MACE model file)")
+        if self.calculator is not None and ":" not in self.calculator:
+            raise ValueError(f"calculator must look like 'package.module:factory'; "
+                             f"got {self.calculator!r}")
+        return self
+
+
+def make_calculator(settings: SurrogateSettings):
+    """The reference ASE calculator the settings name."""
+    if settings.model is not None:
+        from mfal.potentials import Committee
+
+        path = Path(settings.model)
+        options = {"device": settings.device, "min_members": 1}
+        committee = (Committee.from_mace_model_files([path], **options)
+                     if path.suffix == ".model" else Committee.load(path, **options))
+        return committee.calculator()
+    module_name, _, attribute = settings.calculator.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot import calculator {settings.calculator!r}: {exc}") from None
+    return factory(**settings.calculator_kwargs)
+
+
+def noise_for(settings: SurrogateSettings, key: str) -> float:
+    """The noise (eV) of the structure with hash ``key``: fixed by (seed, key)."""
+    if settings.noise_sigma_eV == 0:
+        return 0.0
+    rng = np.random.default_rng([settings.seed, int(key[:16], 16)])
+    return float(rng.normal(0.0, settings.noise_sigma_eV))
+
+
+class SurrogateBackend:
+    """Labels from a reference calculator plus seeded Gaussian noise."""
+
+    name = "surrogate"
+
+    def __init__(self, settings: SurrogateSettings):
+        self.settings = settings
+        self._calculator = None
+
+    def prepare(self, structure: Atoms, job_dir: str | Path) -> Path:
+        job = Path(job_dir)
+        job.mkdir(parents=True, exist_ok=True)
+        write(job / STRUCTURE_FILE, structure, format="extxyz")
+        (job / SETTINGS_FILE).write_text(self.settings.model_dump_json(indent=2))
+        return job
+
+    def run(self, job_dir: str | Path) -> None:
+        job = Path(job_dir)
+        structure = read(job / STRUCTURE_FILE, format="extxyz")
+        if self._calculator is None:
+            self._calculator = make_calculator(self.settings)
+        structure.calc = self._calculator
+        try:
+            energy = float(structure.get_potential_energy())
+        except Exception as exc:
+            raise QmcJobFailed(job, f"reference calculator failed: {exc}") from exc
+        key = structure_hash(structure)
+        noise = noise_for(self.settings, key)
+        (job / RESULT_FILE).write_text(json.dumps({
+            "structure_hash": key, "reference_energy_eV": energy, "noise_eV": noise}))
+
+    def analyse(self, job_dir: str | Path) -> QmcResult:
+        job = Path(job_dir)
+        path = job / RESULT_FILE
+        if not path.is_file():
+            raise QmcJobFailed(job, f"missing {path}; the surrogate job has not run")
+        result = json.loads(path.read_text())
+        energy = result["reference_energy_eV"] + result["noise_eV"]
+        if not np.isfinite(energy):
+            raise QmcJobFailed(job, f"reference energy is not finite: {energy}")
+        reference = self.settings.calculator or str(self.settings.model)
+        return QmcResult(
+            energy_eV=energy, error_eV=self.settings.noise_sigma_eV, method="surrogate",
+            diagnostics={"surrogate": True, "reference": reference, "seed": self.settings.seed,
+                         "noise_sigma_eV": self.settings.noise_sigma_eV, **result})

@@ -1,0 +1,90 @@
+"""Surrogate oracle: reference calculator plus seeded Gaussian noise of a given sigma."""
+
+import hashlib
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.calculators.emt import EMT
+from pydantic import ValidationError
+
+from mfal.errors import ConfigError
+from mfal.qmc.base import QmcJobFailed
+from mfal.qmc.surrogate import SurrogateBackend, SurrogateSettings, make_calculator, noise_for
+
+EMT_PATH = "ase.calculators.emt:EMT"
+
+
+def _chain(d: float) -> Atoms:
+    return Atoms("H3", positions=[(0, 0, 0), (0, 0, 0.74), (0, 0, 0.74 + d)])
+
+
+def _label(settings, atoms, tmp_path, name="job"):
+    backend = SurrogateBackend(settings)
+    job = backend.prepare(atoms, tmp_path / name)
+    backend.run(job)
+    return backend.analyse(job)
+
+
+def test_label_is_reference_plus_recorded_noise(tmp_path):
+    settings = SurrogateSettings(calculator=EMT_PATH, noise_sigma_eV=0.05, seed=7)
+    atoms = _chain(1.5)
+    result = _label(settings, atoms, tmp_path)
+    reference = _chain(1.5)
+    reference.calc = EMT()
+    exact = reference.get_potential_energy()
+    assert result.diagnostics["reference_energy_eV"] == pytest.approx(exact, abs=1e-12)
+    assert result.energy_eV == pytest.approx(exact + result.diagnostics["noise_eV"], abs=1e-12)
+    assert result.diagnostics["noise_eV"] != 0.0
+    assert result.error_eV == 0.05
+    assert result.method == "surrogate"
+    assert result.diagnostics["surrogate"] is True and result.diagnostics["seed"] == 7
+
+
+def test_reproducible_with_seed_and_independent_of_order(tmp_path):
+    settings = SurrogateSettings(calculator=EMT_PATH, noise_sigma_eV=0.1, seed=3)
+    a = [_label(settings, _chain(d), tmp_path, f"a{i}").energy_eV for i, d in enumerate((1.2, 2.0))]
+    b = [_label(settings, _chain(d), tmp_path, f"b{i}").energy_eV for i, d in enumerate((2.0, 1.2))]
+    assert a == b[::-1]
+    other = SurrogateSettings(calculator=EMT_PATH, noise_sigma_eV=0.1, seed=4)
+    assert _label(other, _chain(1.2), tmp_path, "c").energy_eV != a[0]
+
+
+def test_noise_has_the_configured_sigma():
+    settings = SurrogateSettings(calculator=EMT_PATH, noise_sigma_eV=0.2, seed=11)
+    keys = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(5000)]
+    noise = np.array([noise_for(settings, key) for key in keys])
+    assert abs(noise.mean()) < 4 * 0.2 / np.sqrt(len(noise))
+    assert noise.std(ddof=1) == pytest.approx(0.2, rel=0.04)
+    quiet = SurrogateSettings(calculator=EMT_PATH)
+    assert noise_for(quiet, keys[0]) == 0.0
+
+
+def test_settings_and_calculator_errors(tmp_path):
+    with pytest.raises(ValidationError, match="exactly one of"):
+        SurrogateSettings()
+    with pytest.raises(ValidationError, match="exactly one of"):
+        SurrogateSettings(calculator=EMT_PATH, model=tmp_path / "m.pt")
+    with pytest.raises(ValidationError, match="package.module:factory"):
+        SurrogateSettings(calculator="ase.calculators.emt.EMT")
+    with pytest.raises(ValidationError, match="noise_sigma_eV"):
+        SurrogateSettings(calculator=EMT_PATH, noise_sigma_eV=-1)
+    with pytest.raises(ConfigError, match="cannot import calculator"):
+        make_calculator(SurrogateSettings(calculator="ase.calculators.nonexistent:X"))
+    backend = SurrogateBackend(SurrogateSettings(calculator=EMT_PATH))
+    with pytest.raises(QmcJobFailed, match="has not run"):
+        backend.analyse(backend.prepare(_chain(1.0), tmp_path / "idle"))
+
+
+def test_mace_model_file_as_reference(tmp_path):
+    from mfal.potentials import Committee, default_architecture
+
+    architecture = default_architecture([1], [-13.6], avg_num_neighbors=2.0)
+    committee = Committee.from_architecture(architecture, n_members=1, min_members=1)
+    path = committee.save(tmp_path / "reference.pt")
+    settings = SurrogateSettings(model=path, noise_sigma_eV=0.0)
+    result = _label(settings, _chain(1.3), tmp_path)
+    atoms = _chain(1.3)
+    atoms.calc = committee.calculator()
+    assert result.energy_eV == pytest.approx(atoms.get_potential_energy(), abs=1e-9)
+    assert result.error_eV == 0.0
