@@ -1,0 +1,312 @@
+"""Base training of a MACE committee on low-fidelity (DFT) energies and forces.
+
+Members differ in their initial weights (one seed each) and in their training
+set (a bootstrap resample of the training split), which is what makes their
+spread track the error. All members share one held-out validation split (for
+early stopping) and one held-out test split (for the reported metrics), and
+one set of data-derived constants (E0s, average neighbour count, scale and
+shift), so they share one architecture and can be evaluated as one batch.
+
+Labels are read with an explicit mace ``KeySpecification``: mace's default
+empty one reads no labels and silently trains on zero energies.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+import mace.data  # imported before e3nn, which needs mace's torch.load setup
+import numpy as np
+import torch
+from ase import Atoms
+from mace.tools import torch_geometric
+from mace.tools.utils import AtomicNumberTable
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from mfal.potentials.architecture import build_model, default_architecture
+from mfal.potentials.committee import Committee, DEFAULT_MIN_MEMBERS, resolve_device, resolve_dtype
+from mfal.potentials.errors import PotentialError, TrainingDataError
+from mfal.potentials.graphs import check_elements, labelled_keys, run_model
+
+ENERGY_KEY = "REF_energy"
+FORCES_KEY = "REF_forces"
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """Options of :func:`train_committee`; every field is JSON-able and goes into the metrics."""
+
+    energy_key: str = ENERGY_KEY
+    forces_key: str = FORCES_KEY
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+    max_epochs: int = 300
+    patience: int = 30
+    batch_size: int = 8
+    learning_rate: float = 5e-3
+    energy_weight: float = 1.0
+    forces_weight: float = 10.0
+    bootstrap: bool = True
+    seed: int = 0
+    dtype: str = "float64"
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("valid_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0 < value < 0.5:
+                raise PotentialError(f"{name} must lie in (0, 0.5), got {value}")
+        for name in ("max_epochs", "patience", "batch_size"):
+            if getattr(self, name) < 1:
+                raise PotentialError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise PotentialError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.energy_weight < 0 or self.forces_weight < 0 or self.energy_weight + self.forces_weight == 0:
+            raise PotentialError(
+                f"loss weights must be >= 0 and not both 0, got energy {self.energy_weight}, forces {self.forces_weight}"
+            )
+        resolve_dtype(self.dtype)
+
+
+def attach_labels(structures: Sequence[Atoms], energy_key: str = ENERGY_KEY, forces_key: str = FORCES_KEY) -> list[Atoms]:
+    """Copies of ``structures`` with energy in ``info[energy_key]`` and forces in ``arrays[forces_key]``.
+
+    Labels already under those keys are kept; otherwise they are taken from an
+    attached calculator's results (how ``ase.io.read`` returns an extxyz whose
+    columns are called ``energy``/``forces``). Raises
+    :class:`TrainingDataError` naming the first structure without them.
+    """
+    labelled = []
+    for index, atoms in enumerate(structures):
+        copy = atoms.copy()
+        results = atoms.calc.results if atoms.calc is not None else {}
+        if energy_key not in copy.info:
+            if "energy" not in results:
+                raise TrainingDataError(
+                    f"structure {index} ({atoms.get_chemical_formula()}) has no energy: neither "
+                    f"info[{energy_key!r}] nor a calculator result; info holds {sorted(atoms.info)}"
+                )
+            copy.info[energy_key] = float(results["energy"])
+        if forces_key not in copy.arrays:
+            if "forces" not in results:
+                raise TrainingDataError(
+                    f"structure {index} ({atoms.get_chemical_formula()}) has no forces: neither "
+                    f"arrays[{forces_key!r}] nor a calculator result; arrays hold {sorted(atoms.arrays)}"
+                )
+            copy.new_array(forces_key, np.asarray(results["forces"], dtype=float))
+        energy = copy.info[energy_key]
+        if not isinstance(energy, (int, float, np.floating)) or not math.isfinite(energy):
+            raise TrainingDataError(f"structure {index}: energy {energy!r} is not a finite number")
+        if copy.arrays[forces_key].shape != (len(copy), 3) or not np.isfinite(copy.arrays[forces_key]).all():
+            raise TrainingDataError(f"structure {index}: forces must be a finite ({len(copy)}, 3) array")
+        labelled.append(copy)
+    return labelled
+
+
+def split_indices(n_structures: int, valid_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """Random train/valid/test split; valid and test get at least one structure each."""
+    if n_structures < 3:
+        raise TrainingDataError(f"training needs at least 3 structures (train, validation, test), got {n_structures}")
+    order = np.random.default_rng(seed).permutation(n_structures)
+    n_valid = max(1, round(valid_fraction * n_structures))
+    n_test = max(1, round(test_fraction * n_structures))
+    return {
+        "test": np.sort(order[:n_test]),
+        "valid": np.sort(order[n_test : n_test + n_valid]),
+        "train": np.sort(order[n_test + n_valid :]),
+    }
+
+
+def fit_constants(structures: Sequence[Atoms], atomic_numbers: Sequence[int], r_max: float, energy_key: str, forces_key: str) -> dict[str, Any]:
+    """Data-derived constants of the architecture, from the training structures.
+
+    E0s by least squares of total energy on element counts; the average
+    number of neighbours within ``r_max``; the shift as the mean per-atom
+    energy left after E0s and the scale as the RMS force component (mace's
+    ``rms_forces_scaling``).
+    """
+    counts = np.array([[np.count_nonzero(atoms.numbers == z) for z in atomic_numbers] for atoms in structures], dtype=float)
+    energies = np.array([atoms.info[energy_key] for atoms in structures], dtype=float)
+    e0s = np.linalg.lstsq(counts, energies, rcond=None)[0]
+    residual = (energies - counts @ e0s) / counts.sum(axis=1)
+    forces = np.concatenate([atoms.arrays[forces_key].ravel() for atoms in structures])
+    neighbours = []
+    for atoms in structures:
+        edges = mace.data.get_neighborhood(
+            positions=atoms.positions, cutoff=float(r_max), pbc=tuple(bool(p) for p in atoms.pbc), cell=np.array(atoms.cell)
+        )[0]
+        neighbours.append(np.bincount(edges[1], minlength=len(atoms)))
+    scale = float(np.sqrt(np.mean(forces**2)))
+    return {
+        "atomic_energies": e0s.tolist(),
+        "avg_num_neighbors": float(np.mean(np.concatenate(neighbours))),
+        "atomic_inter_shift": float(residual.mean()),
+        "atomic_inter_scale": scale if scale > 1e-8 else 1.0,
+    }
+
+
+def _graphs(structures: Sequence[Atoms], record: dict[str, Any], dtype: torch.dtype, energy_key: str, forces_key: str) -> list:
+    z_table = AtomicNumberTable(list(record["atomic_numbers"]))
+    keys = labelled_keys(energy_key, forces_key)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        return [
+            mace.data.AtomicData.from_config(
+                mace.data.config_from_atoms(atoms, key_specification=keys),
+                z_table=z_table,
+                cutoff=float(record["r_max"]),
+                heads=list(record["heads"]),
+            )
+            for atoms in structures
+        ]
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _loss(model, batch, settings: TrainingSettings, training: bool) -> torch.Tensor:
+    """Weighted mean squared error of per-atom energy (eV/atom) and force components (eV/Å)."""
+    output = run_model(model, batch, training=training)
+    atoms_per_graph = (batch["ptr"][1:] - batch["ptr"][:-1]).to(output["energy"].dtype)
+    energy_error = (output["energy"] - batch["energy"]) / atoms_per_graph
+    forces_error = output["forces"] - batch["forces"]
+    return settings.energy_weight * torch.mean(energy_error**2) + settings.forces_weight * torch.mean(forces_error**2)
+
+
+def _batches(graphs: list, batch_size: int, rng: np.random.Generator | None, device: torch.device):
+    order = rng.permutation(len(graphs)) if rng is not None else np.arange(len(graphs))
+    for start in range(0, len(graphs), batch_size):
+        chunk = [graphs[i] for i in order[start : start + batch_size]]
+        yield torch_geometric.Batch.from_data_list(chunk).to(device)
+
+
+def train_member(
+    record: dict[str, Any],
+    train_graphs: list,
+    valid_graphs: list,
+    settings: TrainingSettings,
+    seed: int,
+    progress: Progress | None = None,
+    label: str = "member",
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train one member from a fresh initialisation (``seed``), early-stopped on ``valid_graphs``.
+
+    Returns the model holding its best-validation weights and a summary of
+    its run (epochs, best epoch, best validation loss).
+    """
+    dtype, device = resolve_dtype(settings.dtype), resolve_device(settings.device)
+    torch.manual_seed(seed)
+    model = build_model(record, dtype=dtype).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, amsgrad=True)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=max(1, settings.patience // 3))
+    rng = np.random.default_rng(seed)
+    best_loss, best_epoch, best_state = math.inf, -1, None
+    task = progress.add_task(label, total=settings.max_epochs, loss=float("nan")) if progress is not None else None
+    epoch = 0
+    for epoch in range(settings.max_epochs):
+        model.train()
+        for batch in _batches(train_graphs, settings.batch_size, rng, device):
+            optimizer.zero_grad()
+            loss = _loss(model, batch, settings, training=True)
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        valid_loss = 0.0
+        for batch in _batches(valid_graphs, settings.batch_size, None, device):
+            valid_loss += float(_loss(model, batch, settings, training=False)) * int(batch.num_graphs)
+        valid_loss /= len(valid_graphs)
+        scheduler.step(valid_loss)
+        if valid_loss < best_loss:
+            best_loss, best_epoch = valid_loss, epoch
+            best_state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+        if progress is not None:
+            progress.update(task, advance=1, loss=valid_loss)
+        if epoch - best_epoch >= settings.patience:
+            break
+    if progress is not None:
+        progress.update(task, total=epoch + 1, completed=epoch + 1)
+    model.load_state_dict(best_state)
+    return model, {"seed": seed, "epochs": epoch + 1, "best_epoch": best_epoch + 1, "best_valid_loss": best_loss}
+
+
+def error_metrics(committee: Committee, structures: Sequence[Atoms], energy_key: str, forces_key: str) -> dict[str, Any]:
+    """Energy RMSE (meV/atom) and force RMSE (meV/Å) of the committee mean and of each member."""
+    prediction = committee.evaluate(structures)
+    natoms = np.array([len(atoms) for atoms in structures], dtype=float)
+    reference_energy = np.array([atoms.info[energy_key] for atoms in structures], dtype=float)
+    reference_forces = np.concatenate([atoms.arrays[forces_key] for atoms in structures])
+
+    def rmse_energy(energies: np.ndarray) -> float:
+        return float(1000 * np.sqrt(np.mean(((energies - reference_energy) / natoms) ** 2)))
+
+    def rmse_forces(forces: np.ndarray) -> float:
+        return float(1000 * np.sqrt(np.mean((forces - reference_forces) ** 2)))
+
+    return {
+        "n_structures": len(structures),
+        "energy_rmse_mev_per_atom": rmse_energy(prediction.energy_mean),
+        "force_rmse_mev_per_a": rmse_forces(prediction.forces_mean),
+        "member_energy_rmse_mev_per_atom": [rmse_energy(e) for e in prediction.energies],
+        "member_force_rmse_mev_per_a": [rmse_forces(f) for f in prediction.forces],
+        "mean_energy_spread_mev_per_atom": float(1000 * np.mean(prediction.energy_spread / natoms)),
+    }
+
+
+def train_committee(
+    structures: Sequence[Atoms],
+    n_members: int = DEFAULT_MIN_MEMBERS,
+    *,
+    settings: TrainingSettings = TrainingSettings(),
+    architecture_options: dict[str, Any] | None = None,
+    progress: bool = False,
+    min_members: int = DEFAULT_MIN_MEMBERS,
+) -> tuple[Committee, dict[str, Any]]:
+    """Train ``n_members`` MACE models on labelled structures; return the committee and its metrics.
+
+    ``architecture_options`` are keywords of
+    :func:`~mfal.potentials.architecture.default_architecture` (r_max,
+    channels, max_L, ...). Member ``i`` uses seed ``settings.seed + i`` for its
+    initial weights and its bootstrap resample. The metrics (JSON-able) hold
+    energy RMSE in meV/atom and force RMSE in meV/Å on the held-out test split,
+    the same on the training split, the split sizes and each member's run.
+    """
+    if n_members < min_members:
+        raise PotentialError(f"a committee needs at least {min_members} members, got {n_members}")
+    labelled = attach_labels(structures, settings.energy_key, settings.forces_key)
+    splits = split_indices(len(labelled), settings.valid_fraction, settings.test_fraction, settings.seed)
+    train = [labelled[i] for i in splits["train"]]
+    elements = sorted({int(z) for atoms in labelled for z in atoms.numbers})
+    base = default_architecture(elements, [0.0] * len(elements), 1.0, **(architecture_options or {}))
+    constants = fit_constants(train, base["atomic_numbers"], base["r_max"], settings.energy_key, settings.forces_key)
+    record = {**base, **constants}
+    check_elements(labelled, record["atomic_numbers"])
+    dtype = resolve_dtype(settings.dtype)
+    train_graphs = _graphs(train, record, dtype, settings.energy_key, settings.forces_key)
+    valid_graphs = _graphs([labelled[i] for i in splits["valid"]], record, dtype, settings.energy_key, settings.forces_key)
+
+    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("epoch {task.completed}/{task.total}"),
+               TextColumn("valid loss {task.fields[loss]:.3e}"), TimeElapsedColumn()]
+    models, runs = [], []
+    with Progress(*columns, disable=not progress) as bar:
+        for member in range(n_members):
+            seed = settings.seed + member
+            rng = np.random.default_rng(seed)
+            chosen = rng.integers(0, len(train_graphs), len(train_graphs)) if settings.bootstrap else np.arange(len(train_graphs))
+            model, run = train_member(
+                record, [train_graphs[i] for i in chosen], valid_graphs, settings, seed,
+                progress=bar, label=f"member {member + 1}/{n_members}",
+            )
+            run["distinct_training_structures"] = int(len(set(chosen.tolist())))
+            models.append(model)
+            runs.append(run)
+    committee = Committee(models, [record] * n_members, dtype=dtype, device=settings.device, min_members=min_members)
+    metrics = {
+        "test": error_metrics(committee, [labelled[i] for i in splits["test"]], settings.energy_key, settings.forces_key),
+        "train": error_metrics(committee, train, settings.energy_key, settings.forces_key),
+        "splits": {name: len(indices) for name, indices in splits.items()},
+        "members": runs,
+        "settings": asdict(settings),
+    }
+    return committee, metrics
