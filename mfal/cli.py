@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mfal.errors import ConfigError, MfalError
+from mfal.qmc.cli import app as qmc_app
 
 app = typer.Typer(
     help="Active-learning, multi-fidelity orchestrator: lift MACE potentials from DFT to QMC accuracy.",
@@ -29,6 +30,7 @@ db_app = typer.Typer(help="The embedded MongoDB-compatible database for local us
 campaign_app = typer.Typer(help="Create, run and list active-learning campaigns.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(campaign_app, name="campaign")
+app.add_typer(qmc_app, name="qmc")
 
 console = Console()
 error_console = Console(stderr=True)
@@ -117,6 +119,39 @@ def campaign_list(
     for row in rows:
         table.add_row(row["campaign"], str(row["state"]), _time(row["created_at"]), _time(row["updated_at"]))
     console.print(table)
+
+
+@campaign_app.command("add")
+def campaign_add(
+    config: Path = typer.Argument(..., help="Campaign config (YAML)."),
+    launchpad: Optional[Path] = LaunchpadOption,
+) -> None:
+    """Validate a campaign config and add its first cycle to the LaunchPad."""
+    from mfal.campaign import add_campaign
+    from mfal.config import load_config
+    from mfal.connection import resolve_target
+    from mfal.store import Store
+
+    campaign_config = load_config(config)
+    target = resolve_target(launchpad)
+    first_id = add_campaign(target.launchpad(), Store.from_target(target), campaign_config)
+    console.print(f"added campaign {campaign_config.name!r} (first firework id {first_id}) to {target.describe()}")
+    console.print("run workers with 'rlaunch rapidfire' (or 'mfal campaign run') and follow it with "
+                  f"'mfal history {campaign_config.name}'")
+
+
+@campaign_app.command("run")
+def campaign_run(
+    config: Path = typer.Argument(..., help="Campaign config (YAML)."),
+    launchpad: Optional[Path] = LaunchpadOption,
+) -> None:
+    """Add a campaign (or pick up an unfinished one) and run it here with rlaunch until it ends."""
+    from mfal.config import load_config
+    from mfal.runner import run_campaign_locally
+
+    summary = run_campaign_locally(load_config(config), launchpad, console)
+    history(summary.name, launchpad=launchpad, as_json=False)
+    console.print(summary.final_line())
 
 
 # -- mfal history ----------------------------------------------------------------

@@ -1,0 +1,40 @@
+"""Reading a user's reaction endpoints, with errors that say what is wrong with them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ase import Atoms
+
+from mfal.errors import ConfigError
+
+
+def read_structure(path: str | Path) -> Atoms:
+    """One structure from any file ASE reads (the last frame of a trajectory)."""
+    import ase.io
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"structure file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise ConfigError(f"structure file {path} is empty")
+    try:
+        atoms = ase.io.read(path, index=-1)
+    except Exception as exc:  # ASE raises many types for malformed files
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ConfigError(f"structure file {path} could not be read: {reason[:200]}") from None
+    if not isinstance(atoms, Atoms) or len(atoms) == 0:
+        raise ConfigError(f"structure file {path} holds no atoms")
+    return atoms
+
+
+def read_endpoints(initial: str | Path, final: str | Path) -> tuple[Atoms, Atoms]:
+    """Initial and final states of a reaction; they must hold the same atoms in the same order."""
+    first, last = read_structure(initial), read_structure(final)
+    if len(first) != len(last):
+        raise ConfigError(f"endpoints differ in atom count: {initial} has {len(first)}, {final} has {len(last)}")
+    if list(first.numbers) != list(last.numbers):
+        raise ConfigError(f"endpoints {initial} and {final} hold different elements or a different atom order")
+    if (first.pbc != last.pbc).any() or abs(first.cell.array - last.cell.array).max() > 1e-6:
+        raise ConfigError(f"endpoints {initial} and {final} have different cells or periodicity")
+    return first, last
