@@ -52,11 +52,31 @@ def analyse_dmc_series(scalar_files: Sequence[str | Path], settings: DmcAnalysis
     """
     if not scalar_files:
         raise QmcJobFailed(".", "no scalar.dat files given for the DMC series")
-    job = Path(scalar_files[0]).parent
-    twists = [_read_checked(Path(f), expected_blocks) for f in scalar_files]
+    twists = []
+    for name in scalar_files:
+        path = Path(name)
+        if not path.is_file():
+            raise QmcJobFailed(path.parent, f"missing output {path}")
+        try:
+            twists.append(read_series(path))
+        except ScalarFileError as exc:
+            raise QmcJobFailed(path.parent, str(exc)) from None
+    return analyse_series(twists, settings, weights, expected_blocks)
+
+
+def analyse_series(twists: Sequence[Series], settings: DmcAnalysisSettings,
+                   weights: Sequence[float] | None = None,
+                   expected_blocks: int | None = None) -> dict:
+    """Check DMC traces already read (one per twist) and return their label.
+
+    Each :class:`~mfal.qmc.qmca.Series` needs a ``LocalEnergy`` trace in Hartree;
+    a ``BlockWeight`` trace, when present, is checked for population collapse.
+    """
     for item in twists:
+        _check_trace(item, expected_blocks)
         _check_population(item, settings)
     series = twists[0] if len(twists) == 1 else twist_average(twists, weights)
+    job = Path(series.path).parent
     nbe = _equilibration(series, settings)
     kept = series.nblocks - nbe
     if kept < settings.min_blocks:
@@ -69,7 +89,7 @@ def analyse_dmc_series(scalar_files: Sequence[str | Path], settings: DmcAnalysis
         raise QmcJobFailed(job, f"error bar {error_eV:.4f} eV of {series.path} is above the "
                                 f"limit {settings.max_error_eV} eV; run more blocks")
     diagnostics = {
-        "files": [str(f) for f in scalar_files],
+        "files": [item.path for item in twists],
         "twist_weights": None if weights is None else [float(w) for w in weights],
         "equilibration_blocks": nbe,
         "blocks_used": kept,
@@ -83,13 +103,8 @@ def analyse_dmc_series(scalar_files: Sequence[str | Path], settings: DmcAnalysis
             "diagnostics": diagnostics}
 
 
-def _read_checked(path: Path, expected_blocks: int | None) -> Series:
-    if not path.is_file():
-        raise QmcJobFailed(path.parent, f"missing output {path}")
-    try:
-        series = read_series(path)
-    except ScalarFileError as exc:
-        raise QmcJobFailed(path.parent, str(exc)) from None
+def _check_trace(series: Series, expected_blocks: int | None) -> None:
+    path = Path(series.path)
     if "LocalEnergy" not in series.data:
         raise QmcJobFailed(path.parent, f"{path} has no LocalEnergy column")
     if expected_blocks is not None and series.nblocks < expected_blocks:
@@ -100,7 +115,6 @@ def _read_checked(path: Path, expected_blocks: int | None) -> Series:
         if bad.size:
             raise QmcJobFailed(path.parent, f"NaN or inf in {name} of {path} at blocks "
                                             f"{bad[:10].tolist()}")
-    return series
 
 
 def _equilibration(series: Series, settings: DmcAnalysisSettings) -> int:
@@ -111,9 +125,9 @@ def _equilibration(series: Series, settings: DmcAnalysisSettings) -> int:
 
 def _check_population(series: Series, settings: DmcAnalysisSettings) -> None:
     """Population collapse, from the ``dmc.dat`` beside the scalar file or its BlockWeight."""
-    dmc_dat = Path(series.path.replace("scalar.dat", "dmc.dat"))
     source, population = None, None
-    if dmc_dat.is_file():
+    dmc_dat = Path(series.path.replace("scalar.dat", "dmc.dat"))
+    if series.path.endswith("scalar.dat") and dmc_dat.is_file():
         try:
             walkers = read_series(dmc_dat)
         except ScalarFileError as exc:

@@ -15,15 +15,17 @@ from pydantic import Field, TypeAdapter
 
 from mfal.errors import ConfigError
 from mfal.qmc.base import QmcBackend
+from mfal.qmc.pyqmc_backend import PyqmcBackend, PyqmcSettings
 from mfal.qmc.qmcpack import QmcpackBackend, QmcpackSettings, WorkerCommands
 from mfal.qmc.surrogate import SurrogateBackend, SurrogateSettings
 
-QmcSettings = Annotated[QmcpackSettings | SurrogateSettings, Field(discriminator="backend")]
+QmcSettings = Annotated[QmcpackSettings | PyqmcSettings | SurrogateSettings,
+                        Field(discriminator="backend")]
 
-BACKENDS = {"qmcpack": QmcpackBackend, "surrogate": SurrogateBackend}
+BACKENDS = {"qmcpack": QmcpackBackend, "pyqmc": PyqmcBackend, "surrogate": SurrogateBackend}
 
 
-_PATH_KEYS = {"qmcpack": ("pseudo_dir",), "surrogate": ("model",)}
+_PATH_KEYS = {"qmcpack": ("pseudo_dir",), "pyqmc": (), "surrogate": ("model",)}
 
 
 def parse_qmc_settings(section: Mapping[str, Any], base_dir: str | Path | None = None) -> QmcSettings:
@@ -50,6 +52,8 @@ def backend_for(settings: QmcSettings, worker_env: Mapping[str, str] | None = No
     """The backend for these settings; ``worker_env`` is the worker's FireWorks env."""
     if isinstance(settings, QmcpackSettings):
         return QmcpackBackend(settings, WorkerCommands.from_env(worker_env))
+    if isinstance(settings, PyqmcSettings):
+        return PyqmcBackend(settings)
     if isinstance(settings, SurrogateSettings):
         return SurrogateBackend(settings)
     raise ConfigError(f"no backend for settings of type {type(settings).__name__}")

@@ -1,0 +1,40 @@
+"""Choosing a backend from a campaign's qmc: section."""
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from mfal.errors import ConfigError
+from mfal.qmc.pyqmc_backend import PyqmcBackend, PyqmcSettings
+from mfal.qmc.qmcpack import QmcpackBackend, QmcpackSettings
+from mfal.qmc.registry import backend_for, parse_qmc_settings
+from mfal.qmc.surrogate import SurrogateBackend, SurrogateSettings
+
+
+def test_each_backend_from_its_section(tmp_path):
+    qmcpack = parse_qmc_settings({"backend": "qmcpack", "pseudo_dir": "pp"}, base_dir=tmp_path)
+    assert isinstance(qmcpack, QmcpackSettings) and qmcpack.pseudo_dir == tmp_path / "pp"
+    backend = backend_for(qmcpack, {"qmcpack_cmd": "qmcpack_complex", "mpi_cmd": "srun"})
+    assert isinstance(backend, QmcpackBackend)
+    assert backend.commands.qmcpack_cmd == "qmcpack_complex" and backend.commands.mpi_cmd == "srun"
+    pyqmc = parse_qmc_settings({"backend": "pyqmc", "dmc": {"timestep": 0.005}})
+    assert isinstance(pyqmc, PyqmcSettings) and isinstance(backend_for(pyqmc), PyqmcBackend)
+    surrogate = parse_qmc_settings({"backend": "surrogate", "model": "m.pt",
+                                    "noise_sigma_eV": 0.02}, base_dir=tmp_path)
+    assert isinstance(surrogate, SurrogateSettings) and surrogate.model == tmp_path / "m.pt"
+    assert isinstance(backend_for(surrogate), SurrogateBackend)
+    absolute = parse_qmc_settings({"backend": "surrogate", "model": "/abs/m.pt"}, tmp_path)
+    assert absolute.model == Path("/abs/m.pt")
+
+
+def test_errors_name_the_problem():
+    with pytest.raises(ConfigError, match=r"qmc.backend must be one of \['pyqmc', 'qmcpack', "
+                                          r"'surrogate'\]; got 'casino'"):
+        parse_qmc_settings({"backend": "casino"})
+    with pytest.raises(ConfigError, match="got None"):
+        parse_qmc_settings({"walkers": 3})
+    with pytest.raises(ValidationError, match="walkers"):
+        parse_qmc_settings({"backend": "pyqmc", "walkers": -1})
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        parse_qmc_settings(["pyqmc"])
