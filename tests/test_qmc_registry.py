@@ -20,12 +20,12 @@ def test_each_backend_from_its_section(tmp_path):
     assert backend.commands.qmcpack_cmd == "qmcpack_complex" and backend.commands.mpi_cmd == "srun"
     pyqmc = parse_qmc_settings({"backend": "pyqmc", "dmc": {"timestep": 0.005}})
     assert isinstance(pyqmc, PyqmcSettings) and isinstance(backend_for(pyqmc), PyqmcBackend)
-    surrogate = parse_qmc_settings({"backend": "surrogate", "model": "m.pt",
+    surrogate = parse_qmc_settings({"backend": "surrogate", "model_file": "m.pt",
                                     "noise_sigma_eV": 0.02}, base_dir=tmp_path)
-    assert isinstance(surrogate, SurrogateSettings) and surrogate.model == tmp_path / "m.pt"
+    assert isinstance(surrogate, SurrogateSettings) and surrogate.model_file == tmp_path / "m.pt"
     assert isinstance(backend_for(surrogate), SurrogateBackend)
-    absolute = parse_qmc_settings({"backend": "surrogate", "model": "/abs/m.pt"}, tmp_path)
-    assert absolute.model == Path("/abs/m.pt")
+    absolute = parse_qmc_settings({"backend": "surrogate", "model_file": "/abs/m.pt"}, tmp_path)
+    assert absolute.model_file == Path("/abs/m.pt")
 
 
 def test_errors_name_the_problem():

@@ -64,7 +64,7 @@ def test_settings_and_calculator_errors(tmp_path):
     with pytest.raises(ValidationError, match="exactly one of"):
         SurrogateSettings()
     with pytest.raises(ValidationError, match="exactly one of"):
-        SurrogateSettings(calculator=EMT_PATH, model=tmp_path / "m.pt")
+        SurrogateSettings(calculator=EMT_PATH, model_file=tmp_path / "m.pt")
     with pytest.raises(ValidationError, match="package.module:factory"):
         SurrogateSettings(calculator="ase.calculators.emt.EMT")
     with pytest.raises(ValidationError, match="noise_sigma_eV"):
@@ -82,7 +82,7 @@ def test_mace_model_file_as_reference(tmp_path):
     architecture = default_architecture([1], [-13.6], avg_num_neighbors=2.0)
     committee = Committee.from_architecture(architecture, n_members=1, min_members=1)
     path = committee.save(tmp_path / "reference.pt")
-    settings = SurrogateSettings(model=path, noise_sigma_eV=0.0)
+    settings = SurrogateSettings(model_file=path, noise_sigma_eV=0.0)
     result = _label(settings, _chain(1.3), tmp_path)
     atoms = _chain(1.3)
     atoms.calc = committee.calculator()

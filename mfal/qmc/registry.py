@@ -25,7 +25,7 @@ QmcSettings = Annotated[QmcpackSettings | PyqmcSettings | SurrogateSettings,
 BACKENDS = {"qmcpack": QmcpackBackend, "pyqmc": PyqmcBackend, "surrogate": SurrogateBackend}
 
 
-_PATH_KEYS = {"qmcpack": ("pseudo_dir",), "pyqmc": (), "surrogate": ("model",)}
+_PATH_KEYS = {"qmcpack": ("pseudo_dir",), "pyqmc": (), "surrogate": ("model_file",)}
 
 
 def parse_qmc_settings(section: Mapping[str, Any], base_dir: str | Path | None = None) -> QmcSettings:

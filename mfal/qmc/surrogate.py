@@ -40,8 +40,9 @@ class SurrogateSettings(BaseModel):
         None, description="'package.module:factory' returning an ASE calculator, called with "
                           "calculator_kwargs.")
     calculator_kwargs: dict[str, Any] = Field(default_factory=dict)
-    model: Path | None = Field(None, description="MACE model file: an mfal committee file, or a "
-                                                 "mace_run_train '.model' file (a trusted pickle).")
+    model_file: Path | None = Field(
+        None, description="MACE model file: an mfal committee file, or a mace_run_train '.model' "
+                          "file (a trusted pickle).")
     device: str = Field("cpu", description="Torch device for a MACE model.")
     noise_sigma_eV: float = Field(0.0, ge=0, description="Standard deviation of the added noise "
                                                          "(eV), also the label's error bar.")
@@ -49,9 +50,9 @@ class SurrogateSettings(BaseModel):
 
     @model_validator(mode="after")
     def _one_reference(self):
-        if (self.calculator is None) == (self.model is None):
+        if (self.calculator is None) == (self.model_file is None):
             raise ValueError("give exactly one of 'calculator' (import path 'module:factory') "
-                             "and 'model' (MACE model file)")
+                             "and 'model_file' (MACE model file)")
         if self.calculator is not None and ":" not in self.calculator:
             raise ValueError(f"calculator must look like 'package.module:factory'; "
                              f"got {self.calculator!r}")
@@ -60,10 +61,10 @@ class SurrogateSettings(BaseModel):
 
 def make_calculator(settings: SurrogateSettings):
     """The reference ASE calculator the settings name."""
-    if settings.model is not None:
+    if settings.model_file is not None:
         from mfal.potentials import Committee
 
-        path = Path(settings.model)
+        path = Path(settings.model_file)
         options = {"device": settings.device, "min_members": 1}
         committee = (Committee.from_mace_model_files([path], **options)
                      if path.suffix == ".model" else Committee.load(path, **options))
@@ -124,7 +125,7 @@ class SurrogateBackend:
         energy = result["reference_energy_eV"] + result["noise_eV"]
         if not np.isfinite(energy):
             raise QmcJobFailed(job, f"reference energy is not finite: {energy}")
-        reference = self.settings.calculator or str(self.settings.model)
+        reference = self.settings.calculator or str(self.settings.model_file)
         return QmcResult(
             energy_eV=energy, error_eV=self.settings.noise_sigma_eV, method="surrogate",
             diagnostics={"surrogate": True, "reference": reference, "seed": self.settings.seed,
