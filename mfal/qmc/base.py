@@ -15,12 +15,22 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ase import Atoms
+from ase.io import read, write
 from ase.units import Hartree
+from pydantic import BaseModel, ConfigDict
 
 from mfal.errors import MfalError
 
 #: eV per Hartree (CODATA value used by ASE); backends convert at their boundary.
 HARTREE_EV = float(Hartree)
+#: The structure a job works on, as written by :func:`write_job_structure`.
+STRUCTURE_FILE = "structure.extxyz"
+
+
+class StrictModel(BaseModel):
+    """Settings model that rejects unknown keys, so a typo is an error, not a default."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class QmcJobFailed(MfalError):
@@ -59,3 +69,19 @@ class QmcBackend(Protocol):
 
     def analyse(self, job_dir: str | Path) -> QmcResult:
         """Read the finished job; raise :class:`QmcJobFailed` if it is not usable."""
+
+
+def write_job_structure(structure: Atoms, job_dir: str | Path) -> Path:
+    """Create ``job_dir`` and store the structure there (extended XYZ, full precision)."""
+    job = Path(job_dir)
+    job.mkdir(parents=True, exist_ok=True)
+    write(job / STRUCTURE_FILE, structure, format="extxyz")
+    return job
+
+
+def read_job_structure(job_dir: str | Path) -> Atoms:
+    """The structure stored by :func:`write_job_structure`."""
+    path = Path(job_dir) / STRUCTURE_FILE
+    if not path.is_file():
+        raise QmcJobFailed(job_dir, f"missing {path}; the job was not prepared")
+    return read(path, format="extxyz")

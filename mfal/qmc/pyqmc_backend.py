@@ -26,15 +26,14 @@ from typing import Literal
 
 import numpy as np
 from ase import Atoms
-from ase.io import read, write
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import Field, PositiveInt
 
 from mfal.errors import MfalError
-from mfal.qmc.base import QmcJobFailed, QmcResult
+from mfal.qmc.base import QmcJobFailed, QmcResult, StrictModel, read_job_structure, \
+    write_job_structure
 from mfal.qmc.qmca import Series
 from mfal.qmc.qmcpack_analysis import DmcAnalysisSettings, analyse_series
 
-STRUCTURE_FILE = "structure.extxyz"
 SETTINGS_FILE = "pyqmc_settings.json"
 CHECKPOINT = "mf.chk"
 OPT_FILE = "opt.hdf5"
@@ -45,11 +44,7 @@ class PyqmcInputError(MfalError):
     """A structure or setting that the pyqmc backend cannot run."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class MeanFieldSettings(_Strict):
+class MeanFieldSettings(StrictModel):
     """PySCF reference determinant."""
 
     method: Literal["UHF", "UKS"] = "UHF"
@@ -59,7 +54,7 @@ class MeanFieldSettings(_Strict):
     charge: int = 0
 
 
-class JastrowOptimisationSettings(_Strict):
+class JastrowOptimisationSettings(StrictModel):
     """pyqmc line minimisation of the Jastrow parameters."""
 
     iterations: int = Field(10, ge=0, description="Line-minimisation steps (0: no Jastrow "
@@ -69,7 +64,7 @@ class JastrowOptimisationSettings(_Strict):
     npts: int = Field(40, ge=3, description="Points of each correlated-sampling line search.")
 
 
-class PyqmcDmcSettings(_Strict):
+class PyqmcDmcSettings(StrictModel):
     """Diffusion Monte Carlo run."""
 
     timestep: float = Field(0.005, gt=0, description="DMC time step (1/Ha); 0.005 reproduced "
@@ -82,7 +77,7 @@ class PyqmcDmcSettings(_Strict):
                                "to whole blocks of steps_per_block * timestep.")
 
 
-class PyqmcSettings(_Strict):
+class PyqmcSettings(StrictModel):
     """Everything that defines a pyqmc label (its hash keys the label)."""
 
     backend: Literal["pyqmc"] = "pyqmc"
@@ -151,9 +146,7 @@ class PyqmcBackend:
             raise PyqmcInputError(f"the pyqmc backend handles molecules only; got pbc="
                                   f"{tuple(bool(p) for p in structure.pbc)}")
         self.settings.equilibration_blocks()
-        job = Path(job_dir)
-        job.mkdir(parents=True, exist_ok=True)
-        write(job / STRUCTURE_FILE, structure, format="extxyz")
+        job = write_job_structure(structure, job_dir)
         (job / SETTINGS_FILE).write_text(self.settings.model_dump_json(indent=2))
         return job
 
@@ -163,7 +156,7 @@ class PyqmcBackend:
 
         job = Path(job_dir)
         s = self.settings
-        structure = read(job / STRUCTURE_FILE, format="extxyz")
+        structure = read_job_structure(job)
         np.random.seed(s.seed)
         mol, mf = build_mean_field(structure, s.mean_field, job / CHECKPOINT)
         wf, to_optimise = pyq.generate_wf(mol, mf)

@@ -19,21 +19,17 @@ from typing import Literal
 
 import numpy as np
 from ase import Atoms
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+from pydantic import Field, PositiveInt, field_validator
 
 from mfal.qmc import qmcpack_decks as decks
-from mfal.qmc.base import QmcJobFailed, QmcResult
+from mfal.qmc.base import QmcJobFailed, QmcResult, StrictModel
 from mfal.qmc.qmcpack_analysis import DmcAnalysisSettings, analyse_dmc_series
 
 JOB_RECORD = "mfal_job.json"
 Grid = tuple[PositiveInt, PositiveInt, PositiveInt]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DftSettings(_Strict):
+class DftSettings(StrictModel):
     """Quantum ESPRESSO trial-wavefunction settings."""
 
     ecutwfc_Ry: float = Field(300.0, gt=0, description="Plane-wave cut-off (Ry); ccECP cores "
@@ -47,7 +43,7 @@ class DftSettings(_Strict):
     degauss_Ry: float = Field(0.01, gt=0, description="Gaussian smearing width when smearing.")
 
 
-class JastrowSettings(_Strict):
+class JastrowSettings(StrictModel):
     """B-spline one- and two-body Jastrow factors, optional three-body (eeI) term."""
 
     j1_size: PositiveInt = 8
@@ -60,7 +56,7 @@ class JastrowSettings(_Strict):
     j3_rcut_bohr: float = Field(5.0, gt=0)
 
 
-class OptimisationSettings(_Strict):
+class OptimisationSettings(StrictModel):
     """Linear-method Jastrow optimisation, repeated ``loops`` times."""
 
     loops: int = Field(8, ge=0, description="Optimisation cycles (0 skips optimisation).")
@@ -73,7 +69,7 @@ class OptimisationSettings(_Strict):
     minwalkers: float = Field(0.3, gt=0, le=1)
 
 
-class VmcSettings(_Strict):
+class VmcSettings(StrictModel):
     """VMC run after optimisation; its walkers seed DMC."""
 
     walkers_per_rank: PositiveInt = 16
@@ -84,7 +80,7 @@ class VmcSettings(_Strict):
     timestep: float = Field(0.3, gt=0)
 
 
-class DmcSettings(_Strict):
+class DmcSettings(StrictModel):
     """DMC with T-moves; optionally a time-step series tau, tau/2, ... for extrapolation."""
 
     timestep: float = Field(0.01, gt=0, description="DMC time step (1/Ha).")
@@ -99,7 +95,7 @@ class DmcSettings(_Strict):
         "v3", description="T-moves for the non-local pseudopotential (v3: size-consistent).")
 
 
-class QmcpackSettings(_Strict):
+class QmcpackSettings(StrictModel):
     """Everything that defines a QMCPACK label (its hash keys the label)."""
 
     backend: Literal["qmcpack"] = "qmcpack"
@@ -139,7 +135,7 @@ class QmcpackSettings(_Strict):
         return value
 
 
-class WorkerCommands(_Strict):
+class WorkerCommands(StrictModel):
     """How this worker runs the codes (FireWorks ``my_fworker.yaml`` ``env``)."""
 
     pw_cmd: str = "pw.x"

@@ -15,17 +15,15 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from mfal.qmc.base import HARTREE_EV, QmcJobFailed
+from mfal.qmc.base import HARTREE_EV, QmcJobFailed, StrictModel
 from mfal.qmc.qmca import ScalarFileError, Series, equilibration_length, read_series, \
     series_statistics, twist_average
 
 
-class DmcAnalysisSettings(BaseModel):
+class DmcAnalysisSettings(StrictModel):
     """When a DMC series is good enough to become a label."""
-
-    model_config = ConfigDict(extra="forbid")
 
     equilibration_blocks: int | Literal["auto"] = Field(
         20, description="Blocks dropped from the start of each DMC series; 'auto' uses qmca's "

@@ -18,22 +18,19 @@ from typing import Any, Literal
 
 import numpy as np
 from ase import Atoms
-from ase.io import read, write
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from mfal.errors import ConfigError
 from mfal.hashing import structure_hash
-from mfal.qmc.base import QmcJobFailed, QmcResult
+from mfal.qmc.base import QmcJobFailed, QmcResult, StrictModel, read_job_structure, \
+    write_job_structure
 
-STRUCTURE_FILE = "structure.extxyz"
 SETTINGS_FILE = "surrogate_settings.json"
 RESULT_FILE = "surrogate_result.json"
 
 
-class SurrogateSettings(BaseModel):
+class SurrogateSettings(StrictModel):
     """Reference calculator (import path or MACE model file) and the noise added to it."""
-
-    model_config = ConfigDict(extra="forbid")
 
     backend: Literal["surrogate"] = "surrogate"
     calculator: str | None = Field(
@@ -95,15 +92,13 @@ class SurrogateBackend:
         self._calculator = None
 
     def prepare(self, structure: Atoms, job_dir: str | Path) -> Path:
-        job = Path(job_dir)
-        job.mkdir(parents=True, exist_ok=True)
-        write(job / STRUCTURE_FILE, structure, format="extxyz")
+        job = write_job_structure(structure, job_dir)
         (job / SETTINGS_FILE).write_text(self.settings.model_dump_json(indent=2))
         return job
 
     def run(self, job_dir: str | Path) -> None:
         job = Path(job_dir)
-        structure = read(job / STRUCTURE_FILE, format="extxyz")
+        structure = read_job_structure(job)
         if self._calculator is None:
             self._calculator = make_calculator(self.settings)
         structure.calc = self._calculator
