@@ -38,3 +38,14 @@ def test_errors_name_the_problem():
         parse_qmc_settings({"backend": "pyqmc", "walkers": -1})
     with pytest.raises(ConfigError, match="must be a mapping"):
         parse_qmc_settings(["pyqmc"])
+
+
+def test_label_key_leaves_out_only_machine_paths(tmp_path):
+    here = parse_qmc_settings({"backend": "qmcpack", "pseudo_dir": str(tmp_path / "a")})
+    there = parse_qmc_settings({"backend": "qmcpack", "pseudo_dir": str(tmp_path / "b")})
+    assert here.label_key() == there.label_key()
+    other = parse_qmc_settings({"backend": "qmcpack", "pseudo_dir": str(tmp_path / "a"),
+                                "dmc": {"timestep": 0.005}})
+    assert other.label_key() != here.label_key()
+    pyqmc = parse_qmc_settings({"backend": "pyqmc"})
+    assert pyqmc.label_key() == pyqmc.model_dump(mode="json")

@@ -32,6 +32,10 @@ class StrictModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    def label_key(self) -> dict:
+        """The JSON-able settings that define a label, for its settings hash."""
+        return self.model_dump(mode="json")
+
 
 class QmcJobFailed(MfalError):
     """A QMC job finished without a usable energy; ``reason`` says why, ``job`` where."""

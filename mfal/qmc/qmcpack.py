@@ -120,7 +120,7 @@ class QmcpackSettings(StrictModel):
     analysis: DmcAnalysisSettings = Field(default_factory=DmcAnalysisSettings)
 
     def label_key(self) -> dict:
-        """The settings that define the label's physics, without where files live here.
+        """The settings that define the label, without where the files live on this machine.
 
         ``pseudo_dir`` differs between machines while the pseudopotentials (named
         by their stems) do not, so it is left out of the key a label is stored under.
