@@ -1,0 +1,229 @@
+"""Campaign configuration: one YAML file per campaign, validated before anything runs.
+
+A config is checked completely (types, ranges, files that must exist, the
+pseudopotentials a QMCPACK campaign needs) before a single firework reaches the
+LaunchPad. Every error names the key, the value and what is allowed. Relative
+paths are taken relative to the config file, then stored absolute.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mfal.errors import ConfigError
+from mfal.potentials.refit_settings import RefitSettings
+from mfal.qmc.registry import QmcSettings
+from mfal.select import STRATEGIES
+
+REPO_DATA = Path(__file__).resolve().parents[1] / "data"
+"""Shipped datasets and base committees (``data/<system>/``)."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- system ------------------------------------------------------------------
+class H3System(Strict):
+    """Collinear H + H2 -> H2 + H."""
+
+    kind: Literal["h3"]
+    far_distance: float = Field(3.5, gt=1.5, description="Distance (Å) of the free H from H2 at the endpoints.")
+
+
+class Mos2System(Strict):
+    """In-plane S-vacancy hop in a 2H MoS2 monolayer supercell."""
+
+    kind: Literal["mos2"]
+    size: tuple[int, int] = Field((3, 3), description="Supercell n x m.")
+    variant: Literal["single", "divacancy"] = "single"
+    vacuum: float = Field(15.0, ge=10.0, description="Vacuum gap (Å).")
+
+
+class FileSystem(Strict):
+    """A user's own reaction: initial and final structures in any format ASE reads."""
+
+    kind: Literal["files"]
+    initial: Path
+    final: Path
+
+    @field_validator("initial", "final")
+    @classmethod
+    def _exists(cls, path: Path) -> Path:
+        if not path.is_file():
+            raise ValueError(f"structure file {path} does not exist")
+        return path
+
+
+SystemSection = Annotated[Union[H3System, Mos2System, FileSystem], Field(discriminator="kind")]
+
+
+# -- committee -----------------------------------------------------------------
+class CommitteeSection(Strict):
+    """The DFT-trained base committee: a shipped one by name, or model files."""
+
+    shipped: str | None = Field(None, description="Name of a committee under data/, e.g. 'h3'.")
+    files: list[Path] = Field(default_factory=list, description="One mfal committee file, or several "
+                                                                "mace_run_train .model files (one per member).")
+    dtype: Literal["float32", "float64"] = "float64"
+    device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1'...")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.shipped is None) == (not self.files):
+            raise ValueError("give exactly one of 'shipped' (a name) or 'files' (model files)")
+        for path in self.files:
+            if not path.is_file():
+                raise ValueError(f"model file {path} does not exist")
+        if self.shipped is not None and not shipped_committee_path(self.shipped).is_file():
+            known = sorted(p.parent.name for p in REPO_DATA.glob("*/committee.pt"))
+            raise ValueError(f"no shipped committee {self.shipped!r}; shipped: {', '.join(known) or 'none'}")
+        return self
+
+
+def shipped_committee_path(name: str) -> Path:
+    return REPO_DATA / name / "committee.pt"
+
+
+# -- NEB, acquisition, convergence, FireWorks ----------------------------------------
+class NebSection(Strict):
+    """Climbing-image NEB on the committee mean."""
+
+    n_images: int = Field(7, ge=1, le=64, description="Moving images between the endpoints.")
+    fmax: float = Field(0.05, gt=0, description="Force convergence (eV/Å) of the climbing-image stage.")
+    max_steps: int = Field(500, ge=1, description="Optimizer steps per stage.")
+    optimizer: Literal["FIRE", "BFGS"] = "FIRE"
+    spring: float = Field(0.1, gt=0, description="Spring constant (eV/Å^2).")
+
+
+class AcquisitionSection(Strict):
+    """Which images get a QMC label each cycle."""
+
+    strategy: str = Field("barrier_variance", description=f"One of {', '.join(STRATEGIES)}.")
+    batch_size: int = Field(3, ge=1, le=100, description="Labels per cycle (k).")
+    min_distance: float = Field(0.0, ge=0, description="Least RMS distance (Å) between picks (spread strategy).")
+    prior_floor: float = Field(0.01, gt=0, description="Model error (eV) beyond the committee spread.")
+    expected_error: float = Field(0.01, gt=0, description="Expected QMC error bar (eV) for planning.")
+
+    @field_validator("strategy")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in STRATEGIES:
+            raise ValueError(f"unknown strategy {value!r}; allowed: {', '.join(STRATEGIES)}")
+        return value
+
+
+class ConvergenceSection(Strict):
+    """When to stop: barrier steady and committee confident, or a budget spent."""
+
+    tol_energy: float = Field(0.02, gt=0, description="Barrier change (eV) below which a cycle counts as steady.")
+    n_consecutive: int = Field(2, ge=1, description="Steady cycles in a row needed.")
+    tol_spread: float = Field(0.05, gt=0, description="Committee barrier spread (eV) needed.")
+    max_cycles: int = Field(8, ge=1, description="Stop after this many refit cycles.")
+    max_labels: int = Field(15, ge=1, description="Stop before exceeding this many QMC labels.")
+
+
+class FireworksSection(Strict):
+    """FireWorks categories: QMC fireworks go to QMC nodes, the rest to ML nodes."""
+
+    qmc_category: str | None = Field("qmc", description="Category of QMC label fireworks (None: any worker).")
+    ml_category: str | None = Field(None, description="Category of NEB/selection/refit fireworks (None: any worker).")
+    qmc_work_dir: Path | None = Field(
+        None, description="Shared directory for QMC job folders (default $MFAL_HOME/qmc_jobs); a finished job "
+        "found there is analysed, never run again.")
+
+
+class CampaignConfig(Strict):
+    """One active-learning campaign."""
+
+    name: str = Field(..., min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    seed: int = Field(0, ge=0)
+    system: SystemSection
+    committee: CommitteeSection
+    neb: NebSection = Field(default_factory=NebSection)
+    acquisition: AcquisitionSection = Field(default_factory=AcquisitionSection)
+    qmc: QmcSettings
+    refit: RefitSettings = Field(default_factory=RefitSettings)
+    convergence: ConvergenceSection = Field(default_factory=ConvergenceSection)
+    fireworks: FireworksSection = Field(default_factory=FireworksSection)
+
+    def to_document(self) -> dict:
+        """A JSON-able dict (absolute paths as strings) for specs and the store."""
+        return self.model_dump(mode="json")
+
+
+def load_config(path: str | Path) -> CampaignConfig:
+    """Read and validate a campaign YAML file; relative paths are relative to the file."""
+    path = Path(path)
+    return config_from_dict(read_config_document(path), base_dir=path.resolve().parent, source=str(path))
+
+
+def read_config_document(path: Path) -> dict:
+    """The config file's mapping as written (not yet validated)."""
+    if not path.is_file():
+        raise ConfigError(f"campaign config {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"campaign config {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"campaign config {path} must be a mapping of sections, not {type(raw).__name__}")
+    return raw
+
+
+def config_from_dict(raw: dict, base_dir: Path | None = None, source: str = "campaign config") -> CampaignConfig:
+    """Validate a parsed config; ``~`` and ``$VARS`` in paths are expanded, relative paths
+    taken from ``base_dir`` (default: the working directory)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source} must be a mapping of sections, not {type(raw).__name__}")
+    try:
+        return CampaignConfig.model_validate(_absolute_paths(raw, base_dir or Path.cwd()))
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: " + "; ".join(_describe(error) for error in exc.errors())) from None
+
+
+def _describe(error: dict) -> str:
+    key = ".".join(str(part) for part in error["loc"] if not _is_union_tag(part))
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "missing":
+        return f"key '{key}' is missing"
+    if error["type"] == "extra_forbidden":
+        return f"key '{key}' is not allowed here"
+    value = error.get("input")
+    shown = repr(value) if not isinstance(value, dict) else "{...}"
+    return f"key '{key}' = {shown[:80]}: {message}"
+
+
+def _is_union_tag(part) -> bool:
+    return isinstance(part, str) and part in {"h3", "mos2", "files", "qmcpack", "pyqmc", "surrogate"}
+
+
+PATH_KEYS = {("system", "initial"), ("system", "final"), ("committee", "files"), ("qmc", "pseudo_dir"),
+             ("qmc", "model_file"), ("fireworks", "qmc_work_dir")}
+
+
+def _absolute_paths(raw: dict, base: Path) -> dict:
+    """Make the path-valued keys absolute, relative to ``base``."""
+    out = {key: (dict(value) if isinstance(value, dict) else value) for key, value in raw.items()}
+    for section, key in PATH_KEYS:
+        block = out.get(section)
+        if not isinstance(block, dict) or block.get(key) in (None, ""):
+            continue
+        value = block[key]
+        if isinstance(value, list):
+            block[key] = [_absolute(item, base) for item in value]
+        else:
+            block[key] = _absolute(value, base)
+    return out
+
+
+def _absolute(value, base: Path):
+    if not isinstance(value, (str, Path)):
+        return value
+    path = Path(os.path.expandvars(str(value))).expanduser()
+    return str(path if path.is_absolute() else base / path)
