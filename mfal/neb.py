@@ -45,7 +45,8 @@ class NEBResult:
     ``images`` includes both endpoints. ``member_energies`` is (N members,
     images) on the final path; ``energies``/``energy_spread`` are their mean and
     standard deviation. ``saddle_index`` is the highest image of the mean
-    (the climbing image); ``barrier`` = mean energy there minus the initial
+    (``climbing_index`` is the image ASE's NEB let climb, None without
+    climbing); ``barrier`` = mean energy there minus the initial
     state, and ``barrier_spread`` the standard deviation of the members'
     barriers on this same path (``member_barriers``). ``force_calls`` counts
     batched committee calls made by the band optimisation (each covers all
@@ -61,6 +62,7 @@ class NEBResult:
     fmax: float
     endpoint_force_calls: int = 0
     max_force: float = float("nan")
+    climbing_index: int | None = None
     settings: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -94,6 +96,7 @@ class NEBResult:
             "barrier_spread": self.barrier_spread,
             "member_barriers": self.member_barriers.tolist(),
             "saddle_index": self.saddle_index,
+            "climbing_index": self.climbing_index,
             "energies": self.energies.tolist(),
             "energy_spread": self.energy_spread.tolist(),
             "converged": self.converged,
@@ -280,6 +283,7 @@ def run_neb(
         fmax=fmax,
         endpoint_force_calls=1,
         max_force=max_force,
+        climbing_index=int(neb.imax) if climb else None,
         settings={
             "method": NEB_METHOD,
             "optimizer": optimizer,

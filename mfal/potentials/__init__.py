@@ -1,57 +1,44 @@
 """MACE committees: architecture records, batched evaluation, persistence, base training.
 
-Importing this package imports torch and mace; :mod:`mfal` itself stays light.
+The names below are imported lazily (on first use), so ``mfal.potentials.cli``
+can be mounted in the ``mfal`` command without importing torch and mace until a
+command actually runs. ``from mfal.potentials import Committee`` works as usual.
 """
 
-from mfal.potentials.architecture import (
-    architecture_from_model,
-    build_model,
-    check_same_architecture,
-    default_architecture,
-    validate_architecture,
-)
-from mfal.potentials.committee import (
-    Committee,
-    CommitteeCalculator,
-    CommitteePrediction,
-    frozen_parameters,
-    resolve_device,
-    resolve_dtype,
-)
-from mfal.potentials.errors import (
-    ArchitectureMismatchError,
-    ArchitectureRecordError,
-    CommitteeFileError,
-    CommitteeSizeError,
-    PathCompositionError,
-    PotentialError,
-    TrainingDataError,
-    UnknownElementError,
-)
-from mfal.potentials.graphs import atoms_to_batch, check_elements, labelled_keys, run_model
+from importlib import import_module
 
-__all__ = [
-    "ArchitectureMismatchError",
-    "ArchitectureRecordError",
-    "Committee",
-    "CommitteeCalculator",
-    "CommitteeFileError",
-    "CommitteePrediction",
-    "CommitteeSizeError",
-    "PathCompositionError",
-    "PotentialError",
-    "TrainingDataError",
-    "UnknownElementError",
-    "architecture_from_model",
-    "atoms_to_batch",
-    "build_model",
-    "check_elements",
-    "check_same_architecture",
-    "default_architecture",
-    "frozen_parameters",
-    "labelled_keys",
-    "resolve_device",
-    "resolve_dtype",
-    "run_model",
-    "validate_architecture",
-]
+_EXPORTS = {
+    "architecture_from_model": "mfal.potentials.architecture",
+    "build_model": "mfal.potentials.architecture",
+    "check_same_architecture": "mfal.potentials.architecture",
+    "default_architecture": "mfal.potentials.architecture",
+    "validate_architecture": "mfal.potentials.architecture",
+    "Committee": "mfal.potentials.committee",
+    "CommitteeCalculator": "mfal.potentials.committee",
+    "CommitteePrediction": "mfal.potentials.committee",
+    "frozen_parameters": "mfal.potentials.committee",
+    "resolve_device": "mfal.potentials.committee",
+    "resolve_dtype": "mfal.potentials.committee",
+    "ArchitectureMismatchError": "mfal.potentials.errors",
+    "ArchitectureRecordError": "mfal.potentials.errors",
+    "CommitteeFileError": "mfal.potentials.errors",
+    "CommitteeSizeError": "mfal.potentials.errors",
+    "PathCompositionError": "mfal.potentials.errors",
+    "PotentialError": "mfal.potentials.errors",
+    "TrainingDataError": "mfal.potentials.errors",
+    "UnknownElementError": "mfal.potentials.errors",
+    "atoms_to_batch": "mfal.potentials.graphs",
+    "check_elements": "mfal.potentials.graphs",
+    "labelled_keys": "mfal.potentials.graphs",
+    "run_model": "mfal.potentials.graphs",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mfal.potentials' has no attribute {name!r}")
+    value = getattr(import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value

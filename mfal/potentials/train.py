@@ -147,7 +147,19 @@ def fit_constants(structures: Sequence[Atoms], atomic_numbers: Sequence[int], r_
     }
 
 
-def _graphs(structures: Sequence[Atoms], record: dict[str, Any], dtype: torch.dtype, energy_key: str, forces_key: str) -> list:
+def labelled_graphs(
+    structures: Sequence[Atoms],
+    record: dict[str, Any],
+    dtype: torch.dtype = torch.float64,
+    energy_key: str = ENERGY_KEY,
+    forces_key: str = FORCES_KEY,
+) -> list:
+    """One mace ``AtomicData`` graph per structure, carrying its energy and forces labels.
+
+    Built once and re-batched every epoch (``torch_geometric.Batch.from_data_list``).
+    A structure without forces under ``forces_key`` gets zero force weight
+    (mace sets ``forces_weight`` 0), so energy-only labels are fine.
+    """
     z_table = AtomicNumberTable(list(record["atomic_numbers"]))
     keys = labelled_keys(energy_key, forces_key)
     previous = torch.get_default_dtype()
@@ -167,12 +179,18 @@ def _graphs(structures: Sequence[Atoms], record: dict[str, Any], dtype: torch.dt
 
 
 def _loss(model, batch, settings: TrainingSettings, training: bool) -> torch.Tensor:
-    """Weighted mean squared error of per-atom energy (eV/atom) and force components (eV/Å)."""
+    """Weighted mean squared error of per-atom energy (eV/atom) and force components (eV/Å).
+
+    Per-structure label weights from the graphs (0 where a label is missing) multiply each term.
+    """
     output = run_model(model, batch, training=training)
     atoms_per_graph = (batch["ptr"][1:] - batch["ptr"][:-1]).to(output["energy"].dtype)
     energy_error = (output["energy"] - batch["energy"]) / atoms_per_graph
-    forces_error = output["forces"] - batch["forces"]
-    return settings.energy_weight * torch.mean(energy_error**2) + settings.forces_weight * torch.mean(forces_error**2)
+    forces_error = (output["forces"] - batch["forces"]) ** 2
+    forces_weight = batch["forces_weight"][batch["batch"]].unsqueeze(-1)
+    return settings.energy_weight * torch.mean(batch["energy_weight"] * energy_error**2) + settings.forces_weight * torch.mean(
+        forces_weight * forces_error
+    )
 
 
 def _batches(graphs: list, batch_size: int, rng: np.random.Generator | None, device: torch.device):
@@ -283,8 +301,8 @@ def train_committee(
     record = {**base, **constants}
     check_elements(labelled, record["atomic_numbers"])
     dtype = resolve_dtype(settings.dtype)
-    train_graphs = _graphs(train, record, dtype, settings.energy_key, settings.forces_key)
-    valid_graphs = _graphs([labelled[i] for i in splits["valid"]], record, dtype, settings.energy_key, settings.forces_key)
+    train_graphs = labelled_graphs(train, record, dtype, settings.energy_key, settings.forces_key)
+    valid_graphs = labelled_graphs([labelled[i] for i in splits["valid"]], record, dtype, settings.energy_key, settings.forces_key)
 
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("epoch {task.completed}/{task.total}"),
                TextColumn("valid loss {task.fields[loss]:.3e}"), TimeElapsedColumn()]
