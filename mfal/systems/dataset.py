@@ -60,6 +60,6 @@ def append_frame(path: str | os.PathLike, frame: Atoms) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
-        write(handle, frame, format="extxyz")
+        write(handle, frame, format="extxyz", parallel=False)
         handle.flush()
         os.fsync(handle.fileno())

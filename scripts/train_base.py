@@ -1,0 +1,173 @@
+"""Train a system's shipped base committee on its DFT dataset and measure it.
+
+    OMP_NUM_THREADS=2 .venv/bin/python scripts/train_base.py h3
+    OMP_NUM_THREADS=2 .venv/bin/python scripts/train_base.py mos2
+
+Reads ``data/<system>/<system>_pbe.extxyz`` and writes to ``data/<system>/``:
+
+* ``committee.pt``: the committee (``Committee.load``), what campaigns load as ``shipped: <system>``;
+* ``heldout.extxyz``: the held-out test split the metrics are measured on;
+* ``committee_neb.extxyz``: the committee's converged climbing-image NEB path;
+* ``metrics.json``: energy RMSE (meV/atom) and force RMSE (meV/Å) on the
+  held-out split, the committee NEB barrier beside the DFT reference barrier (from
+  ``<system>_pbe.json`` when it holds one), the training settings and the time
+  one member takes for a 26-atom cell on one core.
+
+Barriers are measured from the path's first image. H3: the fixed endpoints of
+:func:`mfal.systems.h3_path`. MoS2: the dataset's relaxed initial state, relaxed
+again on the committee, and its translation-equivalent final state.
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import mace.modules  # noqa: F401  (mace before e3nn, see mfal.potentials)
+import numpy as np
+import torch
+from ase.io import write
+from ase.mep import NEB
+from ase.optimize import BFGS, FIRE
+
+from mfal.potentials import Committee
+from mfal.potentials.train import TrainingSettings, attach_labels, split_indices, train_committee
+from mfal.systems import h3_path, interpolate_path, mos2_vacancy_endpoints, vacancy_final_by_translation
+from mfal.systems.dataset import read_dataset
+from mfal.systems.errors import SystemSpecError
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+N_INTERMEDIATE = 7
+
+SYSTEM_OPTIONS = {
+    "h3": {
+        "settings": dict(max_epochs=600, patience=60, batch_size=8, learning_rate=1e-2, forces_weight=10.0),
+        "architecture": dict(r_max=5.0, channels=16, max_L=1, num_interactions=2),
+        "neb_fmax": 0.01,
+    },
+    "mos2": {
+        "settings": dict(max_epochs=400, patience=40, batch_size=4, learning_rate=1e-2, forces_weight=10.0),
+        "architecture": dict(r_max=5.0, channels=16, max_L=1, num_interactions=2),
+        "neb_fmax": 0.03,
+    },
+}
+
+
+def neb_endpoints(system: str, frames) -> tuple:
+    """The endpoints the shipped barrier is measured between (see the module docstring)."""
+    if system == "h3":
+        images = h3_path(0)
+        return images[0], images[-1]
+    relax = sorted((f for f in frames if f.info.get("kind") == "relax"), key=lambda f: int(f.info["step"]))
+    if not relax:
+        raise SystemSpecError("the MoS2 dataset holds no relaxation frames; run make_mos2_dataset.py first")
+    initial = mos2_vacancy_endpoints()[0]
+    initial.positions = relax[-1].positions
+    return initial, None
+
+
+def committee_neb(committee: Committee, system: str, frames, fmax: float) -> tuple[list, np.ndarray]:
+    """Climbing-image NEB on the committee mean; returns the converged images and their energies (eV)."""
+    initial, final = neb_endpoints(system, frames)
+    if final is None:
+        initial.calc = committee.calculator()
+        BFGS(initial, logfile=None).run(fmax=fmax, steps=300)
+        initial.calc = None
+        final = vacancy_final_by_translation(initial)
+    images = interpolate_path(initial, final, N_INTERMEDIATE)
+    for image in images:
+        image.calc = committee.calculator()
+    neb = NEB(images, climb=True, k=0.1, method="improvedtangent")
+    FIRE(neb, logfile=None).run(fmax=fmax, steps=1000)
+    energies = np.array([image.get_potential_energy() for image in images])
+    return images, energies
+
+
+def member_time_ms(committee: Committee, repeats: int = 20) -> float:
+    """Wall time (ms) of one member's energy + forces for the 26-atom MoS2 vacancy cell, on one thread.
+
+    Only meaningful for a committee that knows Mo and S; ``nan`` otherwise.
+    """
+    cell = mos2_vacancy_endpoints()[0]
+    if not set(cell.numbers) <= set(committee.atomic_numbers):
+        return float("nan")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        committee.evaluate([cell])
+        start = time.perf_counter()
+        for _ in range(repeats):
+            committee.evaluate([cell])
+        return 1000 * (time.perf_counter() - start) / repeats / len(committee)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("system", choices=sorted(SYSTEM_OPTIONS))
+    parser.add_argument("--members", type=int, default=4)
+    parser.add_argument("--max-epochs", type=int, default=None, help="override the system's default")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default data/<system>)")
+    args = parser.parse_args()
+
+    options = SYSTEM_OPTIONS[args.system]
+    folder = DATA / args.system
+    out = args.out or folder
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = folder / f"{args.system}_pbe.extxyz"
+    frames = read_dataset(dataset)
+    if not frames:
+        raise SystemSpecError(f"no dataset at {dataset}; make it with scripts/make_{args.system}_dataset.py")
+    overrides = dict(options["settings"], device="cpu")
+    if args.max_epochs is not None:
+        overrides["max_epochs"] = args.max_epochs
+    settings = TrainingSettings(**overrides)
+
+    start = time.perf_counter()
+    committee, metrics = train_committee(
+        frames, args.members, settings=settings, architecture_options=options["architecture"], progress=True
+    )
+    metrics["training_seconds"] = round(time.perf_counter() - start, 1)
+    committee.save(out / "committee.pt")
+
+    labelled = attach_labels(frames, settings.energy_key, settings.forces_key)
+    splits = split_indices(len(labelled), settings.valid_fraction, settings.test_fraction, settings.seed)
+    heldout = out / "heldout.extxyz"
+    heldout.unlink(missing_ok=True)
+    write(heldout, [frames[i] for i in splits["test"]], format="extxyz")
+
+    images, energies = committee_neb(committee, args.system, frames, options["neb_fmax"])
+    for image in images:
+        image.calc = None
+    write(out / "committee_neb.extxyz", images, format="extxyz")
+    metadata_path = folder / f"{args.system}_pbe.json"
+    metadata = json.loads(metadata_path.read_text()) if metadata_path.exists() else {}
+    reference = metadata.get("reference_barrier", {}).get("barrier")
+    barrier = float(energies.max() - energies[0])
+    metrics.update(
+        system=args.system,
+        dataset={"file": dataset.name, "n_configurations": len(frames)},
+        heldout_file=heldout.name,
+        architecture=options["architecture"],
+        neb={
+            "n_intermediate": N_INTERMEDIATE,
+            "fmax": options["neb_fmax"],
+            "energies_ev": (energies - energies[0]).round(5).tolist(),
+            "barrier_ev": round(barrier, 5),
+            "reference_barrier_ev": reference,
+            "barrier_error_ev": None if reference is None else round(barrier - reference, 5),
+        },
+        member_ms_26_atom_cell_one_core=round(member_time_ms(committee), 2),
+    )
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    test = metrics["test"]
+    print(
+        f"{args.system}: test energy RMSE {test['energy_rmse_mev_per_atom']:.2f} meV/atom, "
+        f"force RMSE {test['force_rmse_mev_per_a']:.1f} meV/Å; NEB barrier {barrier:.3f} eV"
+        + ("" if reference is None else f" (DFT {reference:.3f} eV)")
+    )
+
+
+if __name__ == "__main__":
+    main()
