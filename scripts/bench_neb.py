@@ -1,0 +1,165 @@
+"""Benchmark: climbing-image NEB with mfal's batched committee against one MACECalculator per image.
+
+    OMP_NUM_THREADS=2 .venv/bin/python scripts/bench_neb.py            # both systems
+    OMP_NUM_THREADS=2 .venv/bin/python scripts/bench_neb.py --system h3 --device cuda
+
+The same band (same relaxed endpoints, same IDPP images, same spring constant,
+optimizer, pre-relaxation and fmax) is optimised twice:
+
+A. ``mfal.neb.run_neb``: every force evaluation is one committee call over all
+   moving images (one graph, one forward pass per member);
+B. what a user would write without mfal: ASE ``NEB`` with one
+   ``mace.calculators.MACECalculator(model_paths=[...the same members...])`` per
+   image, each image evaluated on its own.
+
+Prints wall time of each, the ratio B/A, the force evaluations (A: batched
+committee calls; B: per-image calculator calls) and both converged barriers,
+which must agree within 1e-4 eV.
+
+Committees: the shipped ``data/<system>/committee.pt`` when present; otherwise
+one trained here on the spot (H3: LEPS surface; MoS2: freshly initialised
+members of the shipped architecture, whose surface is arbitrary but smooth,
+which is enough to time the two ways of evaluating it). The output says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import mace.modules  # noqa: F401  (mace before e3nn, see mfal.potentials)
+import numpy as np
+import torch
+from ase.mep import NEB
+from mace.calculators import MACECalculator
+
+from mfal.neb import NEB_METHOD, OPTIMIZERS, idpp_path, relax_endpoints, run_neb
+from mfal.potentials import Committee, default_architecture
+from mfal.potentials.analytic import leps_h3_dataset
+from mfal.potentials.train import TrainingSettings, train_committee
+from mfal.systems.h3 import h3_endpoints
+from mfal.systems.mos2 import mos2_vacancy_endpoints, vacancy_final_by_translation
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+N_INTERMEDIATE = 5
+"""Moving images: 7 images in all with the endpoints."""
+
+
+class CountingMACECalculator(MACECalculator):
+    """MACECalculator that counts its evaluations (one per image per force call)."""
+
+    calls = 0
+
+    def calculate(self, *args, **kwargs):
+        CountingMACECalculator.calls += 1
+        super().calculate(*args, **kwargs)
+
+
+def committee_for(system: str, members: int, dtype: str, device: str) -> tuple[Committee, str]:
+    """The shipped committee, or one made here (and a line saying which)."""
+    shipped = DATA / system / "committee.pt"
+    if shipped.is_file():
+        committee = Committee.load(shipped, dtype=dtype, device=device)
+        return committee, f"shipped committee {shipped.relative_to(DATA.parent)} ({len(committee)} members)"
+    if system == "h3":
+        data = leps_h3_dataset(60, seed=0)
+        committee, metrics = train_committee(
+            data,
+            members,
+            settings=TrainingSettings(max_epochs=60, patience=20, batch_size=8, learning_rate=1e-2, dtype=dtype, device=device),
+        )
+        rmse = metrics["test"]["energy_rmse_mev_per_atom"]
+        return committee, (
+            f"{members} members trained here on 60 LEPS-labelled H3 structures for at most 60 epochs "
+            f"(test energy RMSE {rmse:.1f} meV/atom); no shipped data/h3/committee.pt"
+        )
+    architecture = default_architecture([16, 42], [-1.0, -2.0], avg_num_neighbors=10.0, atomic_inter_scale=0.1)
+    committee = Committee.from_architecture(architecture, members, dtype=dtype, device=device)
+    return committee, f"{members} freshly initialised members of the shipped architecture; no shipped data/mos2/committee.pt"
+
+
+def starting_band(system: str, committee: Committee, fmax: float) -> list:
+    """Relaxed endpoints (committee mean) and the IDPP band between them."""
+    if system == "h3":
+        initial, final = h3_endpoints()
+        initial, final, _ = relax_endpoints(committee, initial, final, fmax=fmax)
+    else:
+        initial = mos2_vacancy_endpoints()[0]
+        initial, _, _ = relax_endpoints(committee, initial, initial, fmax=fmax)
+        final = vacancy_final_by_translation(initial)
+        final.calc = None
+    return idpp_path(initial, final, N_INTERMEDIATE)
+
+
+def run_a(committee: Committee, band: list, options: dict) -> tuple[float, float, int, bool]:
+    start = time.perf_counter()
+    result = run_neb(committee, band, **options)
+    elapsed = time.perf_counter() - start
+    return elapsed, result.barrier, result.force_calls, result.converged
+
+
+def run_b(model_files: list[str], band: list, options: dict, dtype: str, device: str) -> tuple[float, float, int, bool]:
+    """ASE NEB, one MACECalculator (the whole committee) per image, same two stages as run_neb."""
+    images = [image.copy() for image in band]
+    for image in images:
+        image.calc = CountingMACECalculator(model_paths=model_files, device=device, default_dtype=dtype)
+    CountingMACECalculator.calls = 0
+    optimizer = OPTIMIZERS[options["optimizer"]]
+    start = time.perf_counter()
+    neb = NEB(images, k=options["spring_constant"], climb=False, method=NEB_METHOD)
+    steps = 0
+    with optimizer(neb, logfile=None) as opt:
+        opt.run(fmax=max(options["pre_relax_fmax"], options["fmax"]), steps=options["max_steps"])
+        steps += opt.nsteps
+    neb.climb = True
+    with optimizer(neb, logfile=None) as opt:
+        converged = bool(opt.run(fmax=options["fmax"], steps=options["max_steps"] - steps))
+    elapsed = time.perf_counter() - start
+    energies = np.array([image.get_potential_energy() for image in images])
+    return elapsed, float(energies.max() - energies[0]), CountingMACECalculator.calls, converged
+
+
+def bench(system: str, args: argparse.Namespace) -> None:
+    committee, origin = committee_for(system, args.members, args.dtype, args.device)
+    options = dict(fmax=args.fmax, max_steps=args.max_steps, optimizer=args.optimizer, pre_relax_fmax=args.pre_relax_fmax,
+                   spring_constant=0.1)
+    band = starting_band(system, committee, fmax=args.fmax / 2)
+    with tempfile.TemporaryDirectory() as scratch:
+        files = [str(path) for path in committee.export_mace_models(scratch)]
+        time_b, barrier_b, calls_b, converged_b = run_b(files, band, options, args.dtype, str(committee.device))
+    time_a, barrier_a, calls_a, converged_a = run_a(committee, band, options)
+    print(f"== {system}: {len(band)} images x {len(band[0])} atoms, {len(committee)} members, "
+          f"{args.dtype}, {committee.device}, {torch.get_num_threads()} threads")
+    print(f"   committee: {origin}")
+    print(f"   settings: {args.optimizer}, fmax {args.fmax} eV/Å (pre-relaxation to {args.pre_relax_fmax}), "
+          f"at most {args.max_steps} steps, method {NEB_METHOD}")
+    print(f"   A mfal batched committee : {time_a:8.2f} s, {calls_a} batched committee calls, "
+          f"barrier {barrier_a:.6f} eV, converged {converged_a}")
+    print(f"   B MACECalculator / image : {time_b:8.2f} s, {calls_b} per-image calculator calls, "
+          f"barrier {barrier_b:.6f} eV, converged {converged_b}")
+    agree = abs(barrier_a - barrier_b) <= 1e-4
+    print(f"   B/A wall-time ratio {time_b / time_a:.2f}; barriers differ by {abs(barrier_a - barrier_b):.2e} eV "
+          f"({'within' if agree else 'OUTSIDE'} 1e-4 eV)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--system", choices=["mos2", "h3", "both"], default="both")
+    parser.add_argument("--members", type=int, default=4)
+    parser.add_argument("--fmax", type=float, default=0.05)
+    parser.add_argument("--pre-relax-fmax", type=float, default=0.5)
+    parser.add_argument("--max-steps", type=int, default=300)
+    parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="FIRE")
+    parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    for system in (["mos2", "h3"] if args.system == "both" else [args.system]):
+        bench(system, args)
+
+
+if __name__ == "__main__":
+    main()
