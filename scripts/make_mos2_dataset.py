@@ -19,19 +19,29 @@ deterministic list of configurations with unique ``config_id``):
    so that a dataset cut off at any point is still balanced.
 
 Each finished configuration is appended to the extxyz at once (rank 0 writes).
-About two minutes per single point on 2 cores.
+About two minutes per single point on 2 otherwise idle cores.
+
+The DFT reference barrier: with ``--reference-path PATH`` (an extxyz path, e.g.
+the committee's converged NEB ``data/mos2/committee_neb.extxyz`` written by
+``train_base.py``) the script labels only those images (``refpath_<hash>_NN``,
+appended to the dataset like any other configuration, so this too resumes) and
+writes ``reference_barrier`` (highest image energy minus the first image's) into
+the dataset's metadata file ``<output>.json``.
 """
 
 import argparse
+import json
 import time
 import zlib
 from pathlib import Path
 
 import numpy as np
 from ase.optimize import BFGS
+from ase.io import read
 from gpaw.mpi import world
 
 from mfal.systems import interpolate_path, mos2_monolayer, mos2_vacancy_endpoints, vacancy_final_by_translation
+from mfal.hashing import settings_hash, structure_hash
 from mfal.systems.dataset import append_frame, labelled_frame, read_dataset
 from mfal.systems.gpaw_reference import gpaw_calculator, label_settings
 
@@ -160,14 +170,50 @@ def _straight_line(initial, final):
     return interpolate_path(initial, final, PATH_INTERMEDIATE)[1:-1]
 
 
+def reference_barrier(labeller: Labeller, path_file: Path, metadata_file: Path) -> dict:
+    """Label every image of the path in ``path_file`` and record the DFT barrier along it."""
+    images = read(path_file, index=":", format="extxyz")
+    tag = structure_hash(images[len(images) // 2])[:10]
+    energies = []
+    for k, image in enumerate(images):
+        image.calc = None
+        frame = labeller.label(f"refpath_{tag}_{k:02d}", image, kind="reference_path", image=k)
+        energies.append(frame.get_potential_energy())
+    energies = np.array(energies) - energies[0]
+    record = {
+        "barrier": float(energies.max()),
+        "energies_ev": energies.round(5).tolist(),
+        "path_file": path_file.name,
+        "path_tag": tag,
+        "method": "GPAW single points on the images of the given path; highest minus first",
+    }
+    if world.rank == 0:
+        metadata = json.loads(metadata_file.read_text()) if metadata_file.exists() else {}
+        metadata.update(
+            system="mos2_vacancy",
+            settings=label_settings(images[0]),
+            settings_hash=settings_hash(label_settings(images[0])),
+            reference_barrier=record,
+        )
+        metadata_file.write_text(json.dumps(metadata, indent=2) + "\n")
+        print(f"DFT reference barrier along {path_file}: {record['barrier']:.4f} eV", flush=True)
+    world.barrier()
+    return record
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("output", type=Path, help="extxyz file to create or extend")
     parser.add_argument("--txt", type=Path, default=Path("/tmp/mos2_gpaw.txt"), help="GPAW log file")
+    parser.add_argument("--reference-path", type=Path, default=None,
+                        help="label only this extxyz path and write its DFT barrier to <output>.json")
     args = parser.parse_args()
     labeller = Labeller(args.output, args.txt)
     if world.rank == 0:
         print(f"{len(labeller.frames)} configurations already in {args.output}", flush=True)
+    if args.reference_path is not None:
+        reference_barrier(labeller, args.reference_path, args.output.with_suffix(".json"))
+        return
     relaxed = relax_initial(labeller)
     for config_id, atoms, info in later_stages(relaxed):
         labeller.label(config_id, atoms, **info)
