@@ -74,10 +74,15 @@ def test_bad_inputs_fail_before_any_work(tmp_path):
 
 @pytest.mark.slow
 def test_h2_dmc_matches_the_exact_energy(tmp_path):
+    """H2 is nodeless, so DMC is exact up to time-step and population biases.
+
+    With only 4 Jastrow optimisation steps the DMC energy came out ~1 mHa high in
+    five of five runs; 8 steps removed that, so the Jastrow is optimised longer.
+    """
     settings = PyqmcSettings.model_validate({
         "walkers": 400, "seed": 1, "mean_field": {"method": "UHF", "basis": "cc-pVDZ"},
-        "optimisation": {"iterations": 4, "vmc_blocks": 5, "npts": 20},
-        "dmc": {"timestep": 0.01, "steps_per_block": 10, "blocks": 250,
+        "optimisation": {"iterations": 8, "vmc_blocks": 5, "npts": 20},
+        "dmc": {"timestep": 0.01, "steps_per_block": 10, "blocks": 300,
                 "equilibration_time": 1.0},
         "analysis": {"equilibration_blocks": 0, "min_blocks": 100, "max_error_eV": 0.1}})
     start = time.perf_counter()
@@ -89,4 +94,4 @@ def test_h2_dmc_matches_the_exact_energy(tmp_path):
     assert 0 < error < 0.002
     assert abs(energy - H2_EXACT_HA) < 3 * error
     assert energy < result.diagnostics["mean_field"]["energy_Ha"] - 0.04
-    assert result.diagnostics["projection_time_used"] == pytest.approx(24.0)
+    assert result.diagnostics["projection_time_used"] == pytest.approx(29.0)
