@@ -59,11 +59,11 @@ def test_label_checks_apply(tmp_path):
 
 
 def test_bad_inputs_fail_before_any_work(tmp_path):
-    periodic = _h2()
-    periodic.cell = [5, 5, 5]
-    periodic.pbc = True
-    with pytest.raises(PyqmcInputError, match="molecules only"):
-        PyqmcBackend(_tiny()).prepare(periodic, tmp_path / "p")
+    slab = _h2()
+    slab.cell = [5, 5, 5]
+    slab.pbc = (True, True, False)
+    with pytest.raises(PyqmcInputError, match="molecules and fully periodic cells"):
+        PyqmcBackend(_tiny()).prepare(slab, tmp_path / "p")
     with pytest.raises(ValidationError, match="timestep"):
         _tiny(dmc={"timestep": 0})
     with pytest.raises(ValidationError, match="walkers"):
@@ -95,3 +95,18 @@ def test_h2_dmc_matches_the_exact_energy(tmp_path):
     assert abs(energy - H2_EXACT_HA) < 3 * error
     assert energy < result.diagnostics["mean_field"]["energy_Ha"] - 0.04
     assert result.diagnostics["projection_time_used"] == pytest.approx(29.0)
+
+
+@pytest.mark.slow
+def test_periodic_cell_at_gamma(tmp_path):
+    """pyscf.pbc mean field, pyqmc supercell wavefunction and Ewald energy: H2 in a 4 Å box."""
+    box = _h2()
+    box.cell = [4.0, 4.0, 4.0]
+    box.pbc = True
+    settings = _tiny(walkers=30, optimisation={"iterations": 1, "vmc_blocks": 1, "npts": 5},
+                     dmc={"timestep": 0.02, "steps_per_block": 3, "blocks": 8,
+                          "vmc_warmup_blocks": 1, "equilibration_time": 0.06})
+    result = _label(settings, box, tmp_path)
+    assert result.diagnostics["mean_field"]["periodic"] is True
+    energy = result.energy_eV / HARTREE_EV
+    assert -1.3 < energy < -1.0, energy

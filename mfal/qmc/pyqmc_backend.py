@@ -1,6 +1,7 @@
 """pyqmc backend: real QMC on this machine for small molecules (the H + H2 campaign).
 
-A PySCF unrestricted mean field (UHF or UKS) gives the Slater determinant; pyqmc
+A PySCF unrestricted mean field (UHF or UKS; for a fully periodic small cell the
+k-point code ``pyscf.pbc`` at the Gamma point) gives the Slater determinant; pyqmc
 adds a two-body/one-body Jastrow, optimises it (line minimisation on the VMC
 energy gradient), then runs DMC. The label is the mean of the DMC block energies
 after an equilibration cut, with qmca's autocorrelation-corrected error bar
@@ -50,6 +51,9 @@ class MeanFieldSettings(StrictModel):
     method: Literal["UHF", "UKS"] = "UHF"
     xc: str = Field("PBE", description="Functional when method is UKS.")
     basis: str = Field("cc-pVTZ", description="Gaussian basis set (PySCF name).")
+    ecp: str | None = Field(None, description="Effective core potential (PySCF name, e.g. "
+                                              "'ccecp' with basis 'ccecp-ccpvdz'); None: all "
+                                              "electrons.")
     spin: int | None = Field(None, ge=0, description="2S; None: 0 or 1 by electron count.")
     charge: int = 0
 
@@ -102,27 +106,41 @@ class PyqmcSettings(StrictModel):
 
 
 def build_mean_field(structure: Atoms, settings: MeanFieldSettings, checkpoint: Path | None):
-    """PySCF molecule and converged unrestricted mean field for a non-periodic structure."""
-    from pyscf import dft, gto, scf
+    """PySCF system and converged unrestricted mean field.
 
-    if any(structure.pbc):
-        raise PyqmcInputError(f"the pyqmc backend handles molecules only; got pbc="
-                              f"{tuple(bool(p) for p in structure.pbc)}")
+    A molecule (no periodic direction) gets ``scf.UHF``/``dft.UKS``; a fully
+    periodic cell gets ``pbc.scf.KUHF``/``pbc.dft.KUKS`` at the Gamma point with
+    density fitting. Returns ``(system, mean_field, periodic)``.
+    """
+    periodic = _periodicity(structure)
     atom = [(s, tuple(p)) for s, p in zip(structure.get_chemical_symbols(), structure.positions)]
     n_electrons = int(sum(structure.numbers)) - settings.charge
     spin = n_electrons % 2 if settings.spin is None else settings.spin
     if (n_electrons - spin) % 2:
         raise PyqmcInputError(f"{n_electrons} electrons cannot have 2S = {spin}")
+    options = dict(atom=atom, basis=settings.basis, unit="Angstrom", spin=spin,
+                   charge=settings.charge, verbose=0)
+    if settings.ecp is not None:
+        options["ecp"] = settings.ecp
     try:
-        mol = gto.M(atom=atom, basis=settings.basis, unit="Angstrom", spin=spin,
-                    charge=settings.charge, verbose=0)
-    except (KeyError, RuntimeError) as exc:
-        raise PyqmcInputError(f"PySCF cannot build the molecule with basis "
-                              f"{settings.basis!r}: {exc}") from None
-    if settings.method == "UHF":
-        mf = scf.UHF(mol)
+        if periodic:
+            from pyscf.pbc import dft, gto, scf
+
+            system = gto.M(a=np.asarray(structure.cell), **options)
+        else:
+            from pyscf import dft, gto, scf
+
+            system = gto.M(**options)
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise PyqmcInputError(f"PySCF cannot build the system with basis {settings.basis!r} "
+                              f"and ecp {settings.ecp!r}: {exc}") from None
+    if periodic:
+        kpts = system.make_kpts([1, 1, 1])
+        mf = (scf.KUHF(system, kpts) if settings.method == "UHF"
+              else dft.KUKS(system, kpts)).density_fit()
     else:
-        mf = dft.UKS(mol)
+        mf = scf.UHF(system) if settings.method == "UHF" else dft.UKS(system)
+    if settings.method == "UKS":
         mf.xc = settings.xc
     if checkpoint is not None:
         mf.chkfile = str(checkpoint)
@@ -130,11 +148,19 @@ def build_mean_field(structure: Atoms, settings: MeanFieldSettings, checkpoint: 
     if not mf.converged:
         raise QmcJobFailed(checkpoint.parent if checkpoint else ".",
                            f"{settings.method} did not converge")
-    return mol, mf
+    return system, mf, periodic
+
+
+def _periodicity(structure: Atoms) -> bool:
+    pbc = tuple(bool(p) for p in structure.pbc)
+    if pbc not in ((False, False, False), (True, True, True)):
+        raise PyqmcInputError(f"the pyqmc backend handles molecules and fully periodic cells; "
+                              f"got pbc={pbc}")
+    return all(pbc)
 
 
 class PyqmcBackend:
-    """Slater-Jastrow DMC with pyqmc on a PySCF reference, for small molecules."""
+    """Slater-Jastrow DMC with pyqmc on a PySCF reference, for molecules and small cells."""
 
     name = "pyqmc"
 
@@ -142,9 +168,7 @@ class PyqmcBackend:
         self.settings = settings
 
     def prepare(self, structure: Atoms, job_dir: str | Path) -> Path:
-        if any(structure.pbc):
-            raise PyqmcInputError(f"the pyqmc backend handles molecules only; got pbc="
-                                  f"{tuple(bool(p) for p in structure.pbc)}")
+        _periodicity(structure)
         self.settings.equilibration_blocks()
         job = write_job_structure(structure, job_dir)
         (job / SETTINGS_FILE).write_text(self.settings.model_dump_json(indent=2))
@@ -158,7 +182,9 @@ class PyqmcBackend:
         s = self.settings
         structure = read_job_structure(job)
         np.random.seed(s.seed)
-        mol, mf = build_mean_field(structure, s.mean_field, job / CHECKPOINT)
+        mol, mf, periodic = build_mean_field(structure, s.mean_field, job / CHECKPOINT)
+        if periodic:
+            mol = pyq.get_supercell(mol, np.eye(3, dtype=int))
         wf, to_optimise = pyq.generate_wf(mol, mf)
         configs = pyq.initial_guess(mol, s.walkers)
         opt = s.optimisation
@@ -177,7 +203,7 @@ class PyqmcBackend:
         except ValueError as exc:
             raise QmcJobFailed(job, f"pyqmc DMC failed: {exc}") from exc
         (job / "pyqmc_meanfield.json").write_text(json.dumps(
-            {"method": s.mean_field.method, "energy_Ha": float(mf.e_tot)}))
+            {"method": s.mean_field.method, "energy_Ha": float(mf.e_tot), "periodic": periodic}))
 
     def analyse(self, job_dir: str | Path) -> QmcResult:
         """DMC block energies -> mean and qmca error bar in eV, with the label checks."""
