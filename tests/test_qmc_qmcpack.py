@@ -251,3 +251,18 @@ def test_cli_write_from_a_config_file(vacancy_cell, tmp_path):
     result = CliRunner().invoke(app, ["write", str(config), "--structure", str(structure),
                                       "--out", str(tmp_path / "bad")])
     assert result.exit_code == 2 and "qmc.backend must be one of" in result.output
+
+
+def test_analyse_applies_the_current_error_limit(vacancy_cell, tmp_path):
+    settings = _settings(twist_grid=(1, 1, 1), optimisation={"loops": 0}, dmc={"blocks": 50},
+                         analysis={"equilibration_blocks": 10, "min_blocks": 20,
+                                   "max_error_eV": 1.0})
+    job = QmcpackBackend(settings).prepare(vacancy_cell, tmp_path / "job")
+    shutil.copyfile(REFERENCE_DMC, job / "qmc.g000.s001.scalar.dat")
+    assert QmcpackBackend(settings).analyse(job).error_eV < 0.05
+    strict = settings.model_copy(update={"analysis": settings.analysis.model_copy(
+        update={"max_error_eV": 0.01})})
+    with pytest.raises(QmcJobFailed, match="above the limit 0.01 eV"):
+        QmcpackBackend(strict).analyse(job)
+    with pytest.raises(QmcJobFailed, match="missing mfal_job.json"):
+        QmcpackBackend(settings).analyse(tmp_path / "elsewhere")

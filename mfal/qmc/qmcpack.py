@@ -209,14 +209,15 @@ class QmcpackBackend:
         if not record_path.is_file():
             raise QmcJobFailed(job, f"missing {JOB_RECORD}; not a job written by prepare()")
         record = json.loads(record_path.read_text())
-        settings = QmcpackSettings.model_validate(record["settings"])
+        # The deck's own settings say what was run; the current ones say what is acceptable.
+        asked = QmcpackSettings.model_validate(record["settings"])
         n_twists = len(record["twists"])
         per_tau = []
         for series, tau in zip(record["series"]["dmc"], record["timesteps"]):
             files = [job / f"{decks.QMC_PREFIX}.g{t:03d}.s{series:03d}.scalar.dat"
                      for t in range(n_twists)]
-            result = analyse_dmc_series(files, settings.analysis,
-                                        expected_blocks=settings.dmc.blocks)
+            result = analyse_dmc_series(files, self.settings.analysis,
+                                        expected_blocks=asked.dmc.blocks)
             per_tau.append({"timestep": tau, "series": series, **result})
         energy, error = _extrapolate([p["timestep"] for p in per_tau],
                                      [p["energy_eV"] for p in per_tau],
