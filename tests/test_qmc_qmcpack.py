@@ -4,6 +4,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -224,6 +225,39 @@ def test_pw_x_reads_the_scf_input(vacancy_cell, tmp_path):
                      re.findall(r"tau\(\s*\d+\) = \(\s*(\S+)\s+(\S+)\s+(\S+)\s*\)", out)])
     assert taus.shape == (26, 3)
     np.testing.assert_allclose(taus * alat, vacancy_cell.positions / Bohr, atol=1e-4 * alat)
+    _check_nscf_reads_the_twists(job, vacancy_cell, alat * Bohr)
+
+
+def _check_nscf_reads_the_twists(job, atoms, alat_angstrom):
+    """Start the NSCF run on the SCF's (unconverged) density, stop it once its setup is printed.
+
+    The diagonalisation itself takes minutes; what is checked is that pw.x accepts
+    the input and lists the four twists of the deck as its k-points.
+    """
+    with open(job / "nscf.out", "w") as out:
+        proc = subprocess.Popen(["pw.x", "-in", "nscf.in"], cwd=job, stdout=out,
+                                stderr=subprocess.STDOUT,
+                                env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+        try:
+            deadline = time.monotonic() + 300
+            while proc.poll() is None and time.monotonic() < deadline:
+                if "Band Structure Calculation" in (job / "nscf.out").read_text():
+                    break
+                time.sleep(1)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    text = (job / "nscf.out").read_text()
+    assert "Band Structure Calculation" in text, text[-2000:]
+    assert re.search(r"number of k points=\s+4\b", text)
+    block = text.split("cart. coord. in units 2pi/alat")[1]
+    listed = np.array([[float(v) for v in m] for m in re.findall(
+        r"k\(\s*\d+\) = \(\s*(\S+)\s+(\S+)\s+(\S+)\),", block)][:4])
+    twists = np.array([[float(v) for v in line.split()[:3]] for line in
+                       (job / "nscf.in").read_text().split("K_POINTS crystal")[1]
+                       .strip().splitlines()[1:]])
+    expected = twists @ (np.asarray(atoms.cell.reciprocal()) * alat_angstrom)
+    np.testing.assert_allclose(listed, expected, atol=2e-6)
 
 
 def test_cli_write_from_a_config_file(vacancy_cell, tmp_path):
