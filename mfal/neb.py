@@ -166,9 +166,7 @@ class ImageView(Calculator):
 
 
 def check_path(images: Sequence[Atoms]) -> None:
-    """Raise :class:`PathCompositionError` unless all images hold the same atoms, cell and pbc."""
-    if len(images) < 3:
-        raise NEBSettingsError(f"an NEB path needs both endpoints and at least one moving image, got {len(images)} images")
+    """Raise :class:`PathCompositionError` unless all images hold the same atoms (in order), cell and pbc."""
     first = images[0]
     for index, image in enumerate(images[1:], start=1):
         if list(image.numbers) != list(first.numbers):
@@ -194,7 +192,7 @@ def relax_endpoints(
     The returned endpoints carry a single-point calculator with their final
     committee-mean energy and forces, and ``info['committee_energies']``.
     """
-    check_path([initial, final, final])
+    check_path([initial, final])
     optimizer_class = _optimizer_class(optimizer)
     relaxed, calls = [], 0
     for endpoint in (initial, final):
@@ -217,7 +215,7 @@ def idpp_path(initial: Atoms, final: Atoms, n_intermediate: int) -> list[Atoms]:
     """
     if n_intermediate < 1:
         raise NEBSettingsError(f"n_intermediate must be >= 1, got {n_intermediate}")
-    check_path([initial, initial, final])
+    check_path([initial, final])
     images = [initial.copy()] + [initial.copy() for _ in range(n_intermediate)] + [final.copy()]
     mic = bool(initial.pbc.any())
     interpolate(images, mic=mic, apply_constraint=False)
@@ -245,6 +243,8 @@ def run_neb(
     ``max_steps`` bounds the optimizer steps of both stages together. Endpoints
     are evaluated once, together, in one committee call. Copies of ``images`` are moved, not the inputs.
     """
+    if len(images) < 3:
+        raise NEBSettingsError(f"an NEB path needs both endpoints and at least one moving image, got {len(images)} images")
     check_path(images)
     optimizer_class = _optimizer_class(optimizer)
     if not fmax > 0 or not pre_relax_fmax > 0:
@@ -311,7 +311,7 @@ def neb_from_endpoints(
 
     ``neb_options`` are :func:`run_neb`'s keywords (fmax, max_steps, optimizer, ...).
     """
-    check_path([initial, initial, final])
+    check_path([initial, final])
     calls = 0
     if relax:
         initial, final, calls = relax_endpoints(

@@ -1,0 +1,111 @@
+"""Base training: labels reach the loss, members differ, metrics and the train-base command."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import typer
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
+from typer.testing import CliRunner
+
+from mfal.errors import MfalError
+from mfal.potentials import Committee, PotentialError, TrainingDataError, default_architecture
+from mfal.potentials.analytic import leps_h3_dataset
+from mfal.potentials.cli import train_base
+from mfal.potentials.train import TrainingSettings, attach_labels, labelled_graphs, train_committee
+
+torch.set_num_threads(1)
+
+TINY = dict(r_max=3.0, channels=4, max_ell=1, num_bessel=4, radial_MLP=(8,), correlation=2)
+
+
+def as_calculator_results(structures):
+    """The same structures with labels held by a calculator, as ase.io.read returns an extxyz."""
+    result = []
+    for atoms in structures:
+        copy = atoms.copy()
+        energy, forces = copy.info.pop("REF_energy"), copy.arrays.pop("REF_forces")
+        copy.calc = SinglePointCalculator(copy, energy=energy, forces=forces)
+        result.append(copy)
+    return result
+
+
+def test_labels_are_taken_from_calculator_results_and_reach_the_graphs():
+    data = leps_h3_dataset(4, seed=3)
+    labelled = attach_labels(as_calculator_results(data))
+    architecture = default_architecture([1], [0.0], 1.0, **TINY)
+    graphs = labelled_graphs(labelled, architecture)
+    for graph, atoms in zip(graphs, data):
+        # mace's default empty KeySpecification would leave these at zero
+        assert float(graph["energy"]) == pytest.approx(atoms.info["REF_energy"], abs=1e-12)
+        np.testing.assert_allclose(graph["forces"].numpy(), atoms.arrays["REF_forces"], atol=1e-12)
+        assert float(graph["energy_weight"]) == 1.0 and float(graph["forces_weight"]) == 1.0
+
+
+def test_structures_without_labels_are_named():
+    data = leps_h3_dataset(3, seed=1)
+    del data[2].info["REF_energy"]
+    with pytest.raises(TrainingDataError, match=r"structure 2 \(H3\) has no energy"):
+        attach_labels(data)
+    data = leps_h3_dataset(3, seed=1)
+    del data[1].arrays["REF_forces"]
+    with pytest.raises(TrainingDataError, match="structure 1 .* no forces"):
+        attach_labels(data)
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(PotentialError, match="valid_fraction must lie in"):
+        TrainingSettings(valid_fraction=0.7)
+    with pytest.raises(PotentialError, match="dtype must be one of"):
+        TrainingSettings(dtype="float16")
+    with pytest.raises(PotentialError, match="at least 4 members, got 2"):
+        train_committee(leps_h3_dataset(10), 2)
+
+
+def test_members_differ_and_metrics_are_on_held_out_data():
+    data = leps_h3_dataset(24, seed=2)
+    committee, metrics = train_committee(
+        data, 4, settings=TrainingSettings(max_epochs=3, batch_size=8), architecture_options=TINY
+    )
+    assert len(committee) == 4
+    assert metrics["splits"] == {"test": 2, "valid": 2, "train": 20}
+    assert metrics["test"]["n_structures"] == 2
+    for split in ("test", "train"):
+        assert np.isfinite(metrics[split]["energy_rmse_mev_per_atom"])
+        assert np.isfinite(metrics[split]["force_rmse_mev_per_a"])
+    assert [run["seed"] for run in metrics["members"]] == [0, 1, 2, 3]
+    # bootstrap resamples: members see different subsets of the 20 training structures
+    assert len({run["distinct_training_structures"] for run in metrics["members"]}) > 1
+    assert all(run["distinct_training_structures"] < 20 for run in metrics["members"])
+    # the energy shift is re-fitted per member: no member is off by a constant
+    assert max(metrics["train"]["member_energy_rmse_mev_per_atom"]) < 1000
+    json.dumps(metrics)
+    prediction = committee.evaluate(data[:3])
+    assert np.all(prediction.energy_spread > 0)
+
+
+def test_train_base_command_writes_committee_and_metrics(tmp_path):
+    path = tmp_path / "h3.extxyz"
+    write(path, as_calculator_results(leps_h3_dataset(12, seed=4)))
+    app = typer.Typer()
+    app.callback()(lambda: None)  # a command group, as in the mfal command
+    app.command("train-base")(train_base)
+    output = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        ["train-base", str(path), "--committee", "4", "--output", str(output), "--r-max", "3.0",
+         "--channels", "4", "--max-epochs", "2", "--export-mace"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "energy RMSE" in result.output
+    committee = Committee.load(output / "committee.pt")
+    assert len(committee) == 4 and committee.r_max == 3.0
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert set(metrics["test"]) >= {"energy_rmse_mev_per_atom", "force_rmse_mev_per_a"}
+    assert len(list((output / "mace_models").glob("*.model"))) == 4
+
+    missing = CliRunner().invoke(app, ["train-base", str(tmp_path / "nope.extxyz")])
+    assert isinstance(missing.exception, MfalError)
+    assert "does not exist" in str(missing.exception)
