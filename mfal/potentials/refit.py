@@ -100,9 +100,9 @@ class RefitResult:
     metrics: dict = field(default_factory=dict)
 
 
-def validate_refit_input(committee: Committee, labels: Sequence[EnergyLabel], anchors: Sequence[ase.Atoms]) -> None:
-    """Raise :class:`RefitInputError` (or the engine's element error) before any model work."""
-    known = set(committee.atomic_numbers)
+def check_label_elements(labels: Sequence[EnergyLabel], atomic_numbers: Sequence[int]) -> None:
+    """Raise :class:`RefitInputError` naming the first label with an element outside ``atomic_numbers``."""
+    known = set(int(z) for z in atomic_numbers)
     for label in labels:
         if not isinstance(label.atoms, ase.Atoms):
             raise RefitInputError(f"{label.name}: atoms must be an ase.Atoms, got {type(label.atoms).__name__}")
@@ -113,6 +113,12 @@ def validate_refit_input(committee: Committee, labels: Sequence[EnergyLabel], an
                 f"{[ase.data.chemical_symbols[z] for z in unknown]} the committee does not know; it knows "
                 f"{[ase.data.chemical_symbols[z] for z in sorted(known)]}"
             )
+
+
+def validate_refit_input(committee: Committee, labels: Sequence[EnergyLabel], anchors: Sequence[ase.Atoms]) -> None:
+    """Raise :class:`RefitInputError` (or the engine's element error) before any model work."""
+    check_label_elements(labels, committee.atomic_numbers)
+    for label in labels:
         for what, value in (("energy", label.energy), ("error bar", label.error)):
             if not isinstance(value, (int, float, np.floating, np.integer)) or not math.isfinite(float(value)):
                 raise RefitInputError(f"{label.name}: {what} must be a finite number of eV, got {value!r}")

@@ -20,7 +20,13 @@ import ase
 
 from mfal.hashing import settings_hash, structure_hash
 from mfal.potentials.committee import Committee
-from mfal.potentials.refit import EnergyLabel, RefitInputError, RefitResult, refit_committee
+from mfal.potentials.refit import (
+    EnergyLabel,
+    RefitInputError,
+    RefitResult,
+    check_label_elements,
+    refit_committee,
+)
 from mfal.potentials.refit_settings import RefitSettings
 
 REFIT_KIND = "readout_refit"
@@ -93,6 +99,7 @@ def refit_from_store(
             "DFT-trained base so the force reference does not drift from cycle to cycle"
         )
     labels = labels_from_store(store, label_ids)
+    check_label_elements(labels, _atomic_numbers(record))
     ids = [label.label_id for label in labels]
     committee = Committee.from_store(store, parent, **committee_options)
     result = refit_committee(committee, labels, anchors, settings)
@@ -111,3 +118,8 @@ def refit_from_store(
         anchor_hashes=anchor_hashes,
     )
     return StoredRefit(key=key, result=result)
+
+
+def _atomic_numbers(record: dict) -> list[int]:
+    """The element table of a stored committee, read from its record (no model is built)."""
+    return list(record["architecture"]["members"][0]["atomic_numbers"])
