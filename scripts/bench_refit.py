@@ -3,7 +3,7 @@
 Structures: the 26-atom 3x3 S-vacancy cell of :mod:`mfal.systems.mos2`; the
 labels are the 7 images of the straight-line vacancy-hop path and rattled copies
 of them, the anchors further rattled copies (standing in for DFT training
-structures and NEB images). The committee is ``data/mos2_committee.pt`` when
+structures and NEB images). The committee is ``data/mos2/committee.pt`` when
 present, else a freshly initialised committee of the default small architecture
 (16 channels, L = 1, 2 interactions, 5 Å). High-fidelity energies are synthetic:
 committee-mean energy + a constant offset + a barrier-shaped correction along
@@ -30,7 +30,7 @@ from mfal.potentials.refit_settings import RefitSettings
 from mfal.systems.mos2 import mos2_vacancy_path
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED_COMMITTEE = REPO / "data" / "mos2_committee.pt"
+SHIPPED_COMMITTEE = REPO / "data" / "mos2" / "committee.pt"
 PLACEHOLDER_E0 = {16: -4.1, 42: -10.8}
 """Isolated-atom energies (eV) for a fresh model; the refit's cost and fit do not depend on them."""
 

@@ -56,15 +56,20 @@ class MemberProblem:
     """(N,) error bars after the floor."""
     root: np.ndarray
     """(P, P) see :func:`force_root`."""
+    initial_phi: np.ndarray
+    """(K,) weighted least-squares offsets alone, the starting point the joint fit refines."""
 
     @classmethod
     def build(cls, energy_design, offset_features, residuals, sigma, root) -> "MemberProblem":
+        offset_features = np.asarray(offset_features, float)
+        residuals, sigma = np.asarray(residuals, float), np.asarray(sigma, float)
         return cls(
             np.asarray(energy_design, float),
-            np.asarray(offset_features, float),
-            np.asarray(residuals, float),
-            np.asarray(sigma, float),
+            offset_features,
+            residuals,
+            sigma,
             np.asarray(root, float),
+            initial_offsets(offset_features, residuals, sigma),
         )
 
 
@@ -84,8 +89,7 @@ def solve_penalised(problem: MemberProblem, force_weight: float, rcond: float) -
     The offset (hundreds of eV between fidelities) is removed first by weighted
     least squares, so the joint solve sees residuals of the size of the correction.
     """
-    phi0 = initial_offsets(problem.offset_features, problem.residuals, problem.sigma)
-    rest = problem.residuals - problem.offset_features @ phi0
+    rest = problem.residuals - problem.offset_features @ problem.initial_phi
     n_weights, n_offsets = problem.energy_design.shape[1], problem.offset_features.shape[1]
     weighted = np.hstack([problem.energy_design, problem.offset_features]) / problem.sigma[:, None]
     penalty = np.hstack([math.sqrt(force_weight) * problem.root, np.zeros((n_weights, n_offsets))])
@@ -95,7 +99,7 @@ def solve_penalised(problem: MemberProblem, force_weight: float, rcond: float) -
     delta_theta = solution[:n_weights]
     return MemberSolution(
         delta_theta=delta_theta,
-        phi=phi0 + solution[n_weights:],
+        phi=problem.initial_phi + solution[n_weights:],
         force_weight=float(force_weight),
         force_rms=force_rms(problem.root, delta_theta),
     )
