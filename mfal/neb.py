@@ -305,11 +305,14 @@ def neb_from_endpoints(
     relax: bool = True,
     endpoint_fmax: float = 0.01,
     endpoint_max_steps: int = 500,
+    endpoint_optimizer: str = "BFGS",
     **neb_options: Any,
 ) -> NEBResult:
     """Relax the endpoints on the committee mean, interpolate by IDPP, run :func:`run_neb`.
 
-    ``neb_options`` are :func:`run_neb`'s keywords (fmax, max_steps, optimizer, ...).
+    ``n_intermediate`` counts the moving images only (the path holds
+    ``n_intermediate + 2``); ``neb_options`` are :func:`run_neb`'s keywords
+    (fmax, max_steps, optimizer, ...).
     """
     check_path([initial, final])
     calls = 0
@@ -320,7 +323,7 @@ def neb_from_endpoints(
             final,
             fmax=endpoint_fmax,
             max_steps=endpoint_max_steps,
-            optimizer=neb_options.get("optimizer", "BFGS"),
+            optimizer=endpoint_optimizer,
         )
     images = idpp_path(initial, final, n_intermediate)
     images[0], images[-1] = initial, final

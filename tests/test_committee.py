@@ -174,13 +174,13 @@ def test_unknown_element_is_named(committee):
 
 
 def test_members_with_different_cutoffs_are_refused(tmp_path):
-    short = Committee.from_architecture(tiny_architecture(r_max=3.0), 4)
-    long = Committee.from_architecture(tiny_architecture(r_max=3.5), 4)
-    records = short.architectures[:2] + long.architectures[:2]
-    weights = short.state_dicts()[:2] + long.state_dicts()[:2]
+    short = Committee.from_architecture(tiny_architecture(r_max=3.0), 2, min_members=2)
+    long = Committee.from_architecture(tiny_architecture(r_max=3.5), 2, min_members=2)
+    records = short.architectures + long.architectures
+    weights = short.state_dicts() + long.state_dicts()
     with pytest.raises(ArchitectureMismatchError, match="r_max: 3.0"):
         Committee.from_state_dicts(records, weights)
-    files = short.export_mace_models(tmp_path / "short")[:3] + long.export_mace_models(tmp_path / "long")[:1]
+    files = short.export_mace_models(tmp_path / "short") + long.export_mace_models(tmp_path / "long")
     with pytest.raises(ArchitectureMismatchError, match="long"):
         Committee.from_mace_model_files(files)
 
@@ -202,3 +202,38 @@ def test_members_with_different_layers_are_refused():
 def test_too_few_members_are_refused():
     with pytest.raises(CommitteeSizeError, match="at least 4 members, got 2"):
         Committee.from_architecture(tiny_architecture(), 2)
+
+
+@pytest.mark.slow
+def test_committee_from_a_mace_run_train_model(tmp_path):
+    """A .model file written by mace_run_train itself becomes a member, predicting as mace does."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ase.io import write
+    from mace.calculators import MACECalculator
+
+    from mfal.potentials.analytic import leps_h3_dataset
+
+    write(tmp_path / "train.extxyz", leps_h3_dataset(12, seed=5))
+    command = [
+        str(Path(sys.executable).with_name("mace_run_train")), "--name", "tiny", "--train_file", "train.extxyz",
+        "--valid_fraction", "0.25", "--energy_key", "REF_energy", "--forces_key", "REF_forces", "--E0s", "average",
+        "--model", "MACE", "--hidden_irreps", "4x0e", "--r_max", "3.0", "--max_ell", "1", "--correlation", "2",
+        "--num_radial_basis", "4", "--radial_MLP", "[8]", "--batch_size", "4", "--max_num_epochs", "1",
+        "--device", "cpu", "--default_dtype", "float64", "--seed", "3",
+    ]
+    completed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    model_file = tmp_path / "tiny.model"
+    committee = Committee.from_mace_model_files([model_file, model_file], min_members=2)
+    assert committee.architecture["hidden_irreps"] == "4x0e"
+    atoms = leps_h3_dataset(1, seed=9)[0]
+    ours = committee.evaluate(atoms)
+    atoms.calc = MACECalculator(model_paths=str(model_file), device="cpu", default_dtype="float64")
+    assert atoms.get_potential_energy() == pytest.approx(ours.energy_mean[0], abs=1e-9)
+    np.testing.assert_allclose(atoms.get_forces(), ours.forces_mean, atol=1e-9)
+    # stored as state_dict + record, it comes back without unpickling code
+    reloaded = Committee.load(committee.save(tmp_path / "imported.pt"), min_members=2)
+    np.testing.assert_array_equal(reloaded.evaluate(atoms).energies, ours.energies)

@@ -323,9 +323,9 @@ class Committee:
         structures = list(structures)
         if stress:
             for index, atoms in enumerate(structures):
-                if not atoms.pbc.all():
+                if atoms.cell.rank != 3:
                     raise PotentialError(
-                        f"stress needs a cell periodic in all directions; structure {index} has pbc {atoms.pbc.tolist()}"
+                        f"stress needs a cell with three lattice vectors; structure {index} has cell {atoms.cell.tolist()}"
                     )
         check_elements(structures, self.atomic_numbers)
         batch = self.batch(structures)
