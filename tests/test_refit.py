@@ -51,8 +51,16 @@ def perturbed(state_dict, rng, scale):
 
 
 @pytest.fixture(scope="module")
-def case():
+def single_thread():
+    """Tiny models run fastest on one thread; the previous setting is restored afterwards."""
+    previous = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def case(single_thread):
     rng = np.random.default_rng(7)
     architecture = default_architecture([1, 8], [-13.6, -2040.0], 3.0, r_max=3.0, channels=8, radial_MLP=(16, 16))
     (model,) = Committee.from_architecture(architecture, 1, min_members=1, device="cpu").models
@@ -78,7 +86,6 @@ def case():
         "weights": committee.state_dicts(),
         "labels": labels,
         "anchors": anchors,
-        "architecture": architecture,
     }
 
 

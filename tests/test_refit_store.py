@@ -28,9 +28,12 @@ def cluster(rng, symbols="H2O2"):
 
 @pytest.fixture(scope="module")
 def committee():
+    """A tiny two-member committee, built once (building models is the slow part); one thread meanwhile."""
+    previous = torch.get_num_threads()
     torch.set_num_threads(1)
     architecture = default_architecture([1, 8], [-13.6, -2040.0], 3.0, r_max=3.0, channels=8, radial_MLP=(16, 16))
-    return Committee.from_architecture(architecture, 2, min_members=2, device="cpu")
+    yield Committee.from_architecture(architecture, 2, min_members=2, device="cpu")
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
