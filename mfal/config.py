@@ -70,6 +70,10 @@ class CommitteeSection(Strict):
     shipped: str | None = Field(None, description="Name of a committee under data/, e.g. 'h3'.")
     files: list[Path] = Field(default_factory=list, description="One mfal committee file, or several "
                                                                 "mace_run_train .model files (one per member).")
+    anchors: Path | None = Field(None, description="Structures (any ASE format) whose base-model forces the refit "
+                                                   "keeps: the DFT training set. Default for a shipped committee: "
+                                                   "its dataset.")
+    max_anchors: int = Field(100, ge=0, description="At most this many of them (a seeded random subset).")
     dtype: Literal["float32", "float64"] = "float64"
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1'...")
 
@@ -77,9 +81,10 @@ class CommitteeSection(Strict):
     def _one_source(self):
         if (self.shipped is None) == (not self.files):
             raise ValueError("give exactly one of 'shipped' (a name) or 'files' (model files)")
-        for path in self.files:
+        for path in [*self.files, *([self.anchors] if self.anchors else [])]:
             if not path.is_file():
-                raise ValueError(f"model file {path} does not exist")
+                raise ValueError(f"model file {path} does not exist" if path != self.anchors
+                                 else f"anchor structure file {path} does not exist")
         if self.shipped is not None and not shipped_committee_path(self.shipped).is_file():
             known = sorted(p.parent.name for p in REPO_DATA.glob("*/committee.pt"))
             raise ValueError(f"no shipped committee {self.shipped!r}; shipped: {', '.join(known) or 'none'}")
@@ -90,13 +95,20 @@ def shipped_committee_path(name: str) -> Path:
     return REPO_DATA / name / "committee.pt"
 
 
+def shipped_dataset_path(name: str) -> Path:
+    """The DFT dataset a shipped committee was trained on."""
+    return REPO_DATA / name / f"{name}_pbe.extxyz"
+
+
 # -- NEB, acquisition, convergence, FireWorks ----------------------------------------
 class NebSection(Strict):
     """Climbing-image NEB on the committee mean."""
 
     n_images: int = Field(7, ge=1, le=64, description="Moving images between the endpoints.")
     fmax: float = Field(0.05, gt=0, description="Force convergence (eV/Å) of the climbing-image stage.")
-    max_steps: int = Field(500, ge=1, description="Optimizer steps per stage.")
+    max_steps: int = Field(500, ge=1, description="Optimizer steps of the band (and of each endpoint relaxation).")
+    relax_endpoints: bool = Field(True, description="Relax both endpoints on the committee mean first.")
+    endpoint_fmax: float = Field(0.01, gt=0, description="Force convergence (eV/Å) of the endpoint relaxation.")
     optimizer: Literal["FIRE", "BFGS"] = "FIRE"
     spring: float = Field(0.1, gt=0, description="Spring constant (eV/Å^2).")
 
@@ -203,7 +215,8 @@ def _is_union_tag(part) -> bool:
     return isinstance(part, str) and part in {"h3", "mos2", "files", "qmcpack", "pyqmc", "surrogate"}
 
 
-PATH_KEYS = {("system", "initial"), ("system", "final"), ("committee", "files"), ("qmc", "pseudo_dir"),
+PATH_KEYS = {("system", "initial"), ("system", "final"), ("committee", "files"), ("committee", "anchors"),
+             ("qmc", "pseudo_dir"),
              ("qmc", "model_file"), ("fireworks", "qmc_work_dir")}
 
 

@@ -99,8 +99,12 @@ def select_images(
         return Selection(picked, [1.0] * len(picked), strategy)
     if strategy == "spread":
         return _select_by_spread(energies, k, candidates, positions, min_distance)
-    saddle = int(np.argmax(energies.mean(axis=1))) if saddle_index is None else int(saddle_index)
-    return _select_by_barrier_variance(energies, k, done, saddle, initial_index, noise, prior_floor)
+    if saddle_index is None or saddle_index == initial_index:
+        # Downhill or flat paths have their maximum at the initial state: the barrier
+        # then runs to the highest of the other images.
+        mean = np.where(np.arange(n_images) == initial_index, -np.inf, energies.mean(axis=1))
+        saddle_index = int(np.argmax(mean))
+    return _select_by_barrier_variance(energies, k, done, int(saddle_index), initial_index, noise, prior_floor)
 
 
 def _select_by_spread(energies, k, candidates, positions, min_distance) -> Selection:
@@ -120,8 +124,8 @@ def _select_by_spread(energies, k, candidates, positions, min_distance) -> Selec
 
 def _select_by_barrier_variance(energies, k, done, saddle, initial, noise, prior_floor) -> Selection:
     n_images = energies.shape[0]
-    if not (0 <= saddle < n_images and 0 <= initial < n_images) or saddle == initial:
-        raise SelectionError(f"saddle index {saddle} and initial index {initial} must be distinct images of {n_images}")
+    if not (0 <= saddle < n_images and 0 <= initial < n_images):
+        raise SelectionError(f"saddle index {saddle} and initial index {initial} must be images of the {n_images}")
     if noise <= 0 or prior_floor <= 0:
         raise SelectionError(f"noise and prior_floor must be > 0 eV, got {noise} and {prior_floor}")
     covariance = np.cov(energies) + prior_floor**2 * np.eye(n_images) + OFFSET_VARIANCE * np.ones((n_images, n_images))

@@ -28,6 +28,22 @@ def read_structure(path: str | Path) -> Atoms:
     return atoms
 
 
+def read_structures(path: str | Path) -> list[Atoms]:
+    """Every frame of a structure file, e.g. a DFT dataset in extended XYZ."""
+    import ase.io
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"structure file {path} does not exist")
+    try:
+        frames = ase.io.read(path, index=":")
+    except Exception as exc:  # ASE raises many types for malformed files
+        raise ConfigError(f"structure file {path} could not be read: {' '.join(str(exc).split())[:200]}") from None
+    if not frames:
+        raise ConfigError(f"structure file {path} holds no structures")
+    return [Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc) for atoms in frames]
+
+
 def read_endpoints(initial: str | Path, final: str | Path) -> tuple[Atoms, Atoms]:
     """Initial and final states of a reaction; they must hold the same atoms in the same order."""
     first, last = read_structure(initial), read_structure(final)

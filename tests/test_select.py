@@ -73,7 +73,7 @@ def test_spread_with_min_distance_skips_near_duplicates():
         ({"strategy": "greedy"}, "unknown acquisition strategy 'greedy'"),
         ({"k": -1}, "k must be >= 0"),
         ({"labelled": [True]}, "labelled has 1 entries"),
-        ({"saddle_index": 0}, "must be distinct"),
+        ({"saddle_index": 12}, "must be images of the 9"),
         ({"noise": 0.0}, "must be > 0"),
         ({"strategy": "spread", "min_distance": 0.5}, "needs the image positions"),
     ],
@@ -82,6 +82,13 @@ def test_bad_input(kwargs, message):
     arguments = {"k": 2, **kwargs}
     with pytest.raises(SelectionError, match=message):
         select_images(committee_energies(), **arguments)
+
+
+def test_a_downhill_path_measures_the_barrier_to_its_highest_other_image():
+    energies = committee_energies(noisy_images=[(3, 0.2)])
+    energies[0] += 1.0  # the initial state is now the highest image
+    selection = select_images(energies, 2, saddle_index=0)
+    assert 3 in selection.indices and selection.barrier_std_after < selection.barrier_std_before
 
 
 def test_non_finite_energies_are_rejected():
