@@ -41,7 +41,7 @@ N_INTERMEDIATE = 7
 
 SYSTEM_OPTIONS = {
     "h3": {
-        "settings": dict(max_epochs=600, patience=60, batch_size=8, learning_rate=1e-2, forces_weight=10.0),
+        "settings": dict(max_epochs=500, patience=60, batch_size=16, learning_rate=1e-2, forces_weight=10.0),
         "architecture": dict(r_max=5.0, channels=16, max_L=1, num_interactions=2),
         "neb_fmax": 0.01,
     },

@@ -72,7 +72,7 @@ def mos2_vacancy_endpoints(
     n, m = _check_size(size, minimum=2)
     pristine = mos2_monolayer((n, m), a=a, thickness=thickness, vacuum=vacuum)
     i, j = _central_site(n, m)
-    return _hop_endpoints(pristine, vacancies=[(i, j)], hop_from=(i + 1, j), kind="mos2_vacancy")
+    return _hop_endpoints(pristine, (n, m), vacancies=[(i, j)], hop_from=(i + 1, j), kind="mos2_vacancy")
 
 
 def mos2_vacancy_path(
@@ -102,7 +102,7 @@ def mos2_divacancy_endpoints(
     pristine = mos2_monolayer((n, m), a=a, thickness=thickness, vacuum=vacuum)
     i, j = _central_site(n, m)
     return _hop_endpoints(
-        pristine, vacancies=[(i, j), (i + 1, j + 1)], hop_from=(i + 1, j), kind="mos2_divacancy"
+        pristine, (n, m), vacancies=[(i, j), (i + 1, j + 1)], hop_from=(i + 1, j), kind="mos2_divacancy"
     )
 
 
@@ -172,9 +172,8 @@ def top_sulfur_index(atoms: Atoms, site: tuple[int, int], size: tuple[int, int])
 
 
 def _hop_endpoints(
-    pristine: Atoms, vacancies: list[tuple[int, int]], hop_from: tuple[int, int], kind: str
+    pristine: Atoms, size: tuple[int, int], vacancies: list[tuple[int, int]], hop_from: tuple[int, int], kind: str
 ) -> tuple[Atoms, Atoms]:
-    size = tuple(int(s) for s in pristine.info["supercell"].split("x"))
     removed = [top_sulfur_index(pristine, site, size) for site in vacancies]
     mover = top_sulfur_index(pristine, hop_from, size)
     target = pristine.positions[removed[0]].copy()
