@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -196,12 +197,19 @@ def main() -> None:
 
     from mfal.connection import redact
 
+    _quiet_library_warnings()
     try:
         app()
     except MfalError as exc:
         _fail(str(exc))
     except PyMongoError as exc:
         _fail(f"database error: {redact(str(exc))}")
+
+
+def _quiet_library_warnings() -> None:
+    """Hide warnings that libraries print on import and a user can do nothing about."""
+    warnings.filterwarnings("ignore", message="Environment variable TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated")
 
 
 def _fail(message: str) -> None:

@@ -89,7 +89,9 @@ class DbTarget:
         from fireworks import LaunchPad
 
         self.client()  # fail early with a clear message rather than inside FireWorks
-        return LaunchPad(**self.launchpad_dict())
+        launchpad = LaunchPad(**self.launchpad_dict())
+        initialise_launchpad(launchpad)
+        return launchpad
 
     def launchpad_dict(self) -> dict:
         """The contents of a ``my_launchpad.yaml`` for this target (may hold a password)."""
@@ -102,6 +104,18 @@ class DbTarget:
         if kwargs:
             record["mongoclient_kwargs"] = kwargs
         return record
+
+
+def initialise_launchpad(launchpad) -> None:
+    """Give a database that FireWorks has never used its id counters, as ``lpad reset`` would.
+
+    Unlike a reset this deletes nothing, so it is safe on a database in use.
+    """
+    if launchpad.fw_id_assigner.count_documents({}, limit=1) == 0:
+        launchpad.fw_id_assigner.update_one(
+            {}, {"$setOnInsert": {"next_fw_id": 1, "next_launch_id": 1}}, upsert=True
+        )
+        launchpad.tuneup(bkground=False)
 
 
 def resolve_target(launchpad_file: str | Path | None = None, start_embedded: bool = True) -> DbTarget:
