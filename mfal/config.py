@@ -85,14 +85,17 @@ class CommitteeSection(Strict):
             if not path.is_file():
                 raise ValueError(f"model file {path} does not exist" if path != self.anchors
                                  else f"anchor structure file {path} does not exist")
-        if self.shipped is not None and not shipped_committee_path(self.shipped).is_file():
-            known = sorted(p.parent.name for p in REPO_DATA.glob("*/committee.pt"))
-            raise ValueError(f"no shipped committee {self.shipped!r}; shipped: {', '.join(known) or 'none'}")
         return self
 
 
 def shipped_committee_path(name: str) -> Path:
-    return REPO_DATA / name / "committee.pt"
+    """The committee file shipped under ``name``; an error lists the shipped ones if it is missing."""
+    path = REPO_DATA / name / "committee.pt"
+    if not path.is_file():
+        known = sorted(p.parent.name for p in REPO_DATA.glob("*/committee.pt"))
+        raise ConfigError(f"key 'committee.shipped' = {name!r}: no such shipped committee; "
+                          f"shipped: {', '.join(known) or 'none'}")
+    return path
 
 
 def shipped_dataset_path(name: str) -> Path:

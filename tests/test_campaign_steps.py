@@ -77,6 +77,13 @@ def test_register_rejects_a_committee_without_the_reaction_elements(store, tmp_p
     assert store.campaigns.count_documents({}) == 0
 
 
+def test_unknown_shipped_committee_lists_the_shipped_ones(store, committee_file):
+    document = tiny_h3_document("unshipped", committee_file)
+    document["committee"] = {"shipped": "nonexistent"}
+    with pytest.raises(ConfigError, match="no such shipped committee; shipped: "):
+        steps.register(store, config_from_dict(document))
+
+
 def test_same_config_registers_once(store, committee_file):
     config = config_from_dict(tiny_h3_document("twice", committee_file))
     steps.register(store, config)

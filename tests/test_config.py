@@ -75,6 +75,7 @@ def mutate(document, dotted, value):
         ("neb.optimiser", "FIRE", ["key 'neb.optimiser' is not allowed here"]),
         ("committee.files", ["/nonexistent/model.pt"], ["committee", "/nonexistent/model.pt does not exist"]),
         ("committee.shipped", "nope", ["exactly one of 'shipped'"]),
+        ("committee.anchors", "/nonexistent/train.xyz", ["anchor structure file /nonexistent/train.xyz does not exist"]),
         ("convergence.max_labels", 0, ["convergence.max_labels"]),
         ("qmc.backend", "vasp", ["qmc", "'vasp'"]),
         ("name", "bad name!", ["key 'name'", "'bad name!'", "pattern"]),
