@@ -4,7 +4,10 @@ import os
 import uuid
 from pathlib import Path
 
-import pytest
+# Set before torch loads OpenMP: spin-waiting threads make a busy 2-core machine crawl.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
