@@ -26,6 +26,7 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest -ra $(PYTEST_ARGS)
 
+# The H + H2 campaign: shipped PBE committee, real pyqmc DMC labels, embedded database.
 demo: $(STAMP)
 	$(BIN)/mfal db start
-	$(BIN)/mfal campaign list
+	$(BIN)/mfal campaign run configs/h3_pyqmc.yaml

@@ -115,7 +115,7 @@ def initialise_launchpad(launchpad) -> None:
         launchpad.fw_id_assigner.update_one(
             {}, {"$setOnInsert": {"next_fw_id": 1, "next_launch_id": 1}}, upsert=True
         )
-        launchpad.tuneup(bkground=False)
+        launchpad.tuneup()  # the same index options FireWorks itself uses
 
 
 def resolve_target(launchpad_file: str | Path | None = None, start_embedded: bool = True) -> DbTarget:
