@@ -12,13 +12,13 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mfal.errors import ConfigError
 from mfal.potentials.refit_settings import RefitSettings
 from mfal.qmc.registry import QmcSettings
 from mfal.select import STRATEGIES
+from mfal.yamlfile import read_yaml_mapping
 
 REPO_DATA = Path(__file__).resolve().parents[1] / "data"
 """Shipped datasets and base committees (``data/<system>/``)."""
@@ -180,15 +180,7 @@ def load_config(path: str | Path) -> CampaignConfig:
 
 def read_config_document(path: Path) -> dict:
     """The config file's mapping as written (not yet validated)."""
-    if not path.is_file():
-        raise ConfigError(f"campaign config {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"campaign config {path} is not valid YAML: {' '.join(str(exc).split())}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"campaign config {path} must be a mapping of sections, not {type(raw).__name__}")
-    return raw
+    return read_yaml_mapping(path, "campaign config")
 
 
 def config_from_dict(raw: dict, base_dir: Path | None = None, source: str = "campaign config") -> CampaignConfig:

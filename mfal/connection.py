@@ -18,13 +18,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from pymongo import MongoClient
 from pymongo.errors import ConfigurationError as PyMongoConfigurationError
 from pymongo.errors import PyMongoError
 from pymongo.uri_parser import parse_uri
 
 from mfal.errors import ConfigError, DatabaseError
+from mfal.yamlfile import read_yaml_mapping
 
 DEFAULT_DATABASE = "mfal"
 LAUNCHPAD_KEYS = {
@@ -142,14 +142,7 @@ def fireworks_launchpad_file() -> Path | None:
 
 def target_from_launchpad_file(path: Path, source: str) -> DbTarget:
     """Read a FireWorks launchpad YAML file, with errors that name the file and the key."""
-    if not path.is_file():
-        raise ConfigError(f"launchpad file {path} does not exist")
-    try:
-        record = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"launchpad file {path} is not valid YAML: {_yaml_problem(exc)}") from None
-    if not isinstance(record, dict):
-        raise ConfigError(f"launchpad file {path} must hold a mapping of LaunchPad settings, not {type(record).__name__}")
+    record = read_yaml_mapping(path, "launchpad file")
     unknown = sorted(set(record) - LAUNCHPAD_KEYS)
     if unknown:
         raise ConfigError(f"launchpad file {path}: unknown key(s) {unknown}; allowed: {sorted(LAUNCHPAD_KEYS)}")
@@ -215,12 +208,6 @@ def _connection_failure(exc: Exception) -> str:
     """The useful head of a pymongo connection error, without its topology dump."""
     text = _first_line(exc).split(", Timeout:")[0]
     return re.sub(r"\s*\(configured timeouts:[^)]*\)", "", text)
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or _first_line(exc)
-    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
 def _first_line(exc: Exception) -> str:

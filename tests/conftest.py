@@ -74,3 +74,15 @@ def shared_dir():
     if not SHARED.is_dir():
         pytest.fail(f"reference data folder {SHARED} is missing (the repository must sit beside shared/)")
     return SHARED
+
+
+@pytest.fixture
+def launchpad_file(mongo_uri, database_name, tmp_path, mongo_client):
+    """A FireWorks launchpad file for a fresh database of the session server."""
+    import yaml
+
+    host, port = mongo_uri.removeprefix("mongodb://").split(":")
+    path = tmp_path / "my_launchpad.yaml"
+    path.write_text(yaml.safe_dump({"host": host, "port": int(port), "name": database_name}))
+    yield path
+    mongo_client.drop_database(database_name)

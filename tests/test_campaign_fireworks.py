@@ -20,15 +20,6 @@ def committee_file(tmp_path_factory):
     return tiny_h3_committee(tmp_path_factory.mktemp("committee") / "h3.pt")
 
 
-@pytest.fixture
-def launchpad_file(mongo_uri, database_name, tmp_path, mongo_client):
-    host, port = mongo_uri.removeprefix("mongodb://").split(":")
-    path = tmp_path / "my_launchpad.yaml"
-    path.write_text(yaml.safe_dump({"host": host, "port": int(port), "name": database_name}))
-    yield path
-    mongo_client.drop_database(database_name)
-
-
 def environment(tmp_path):
     return {**os.environ, "MFAL_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 

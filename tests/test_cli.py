@@ -18,15 +18,6 @@ def run_mfal(*args, env_extra=None, cwd=None):
     return subprocess.run([MFAL, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
 
 
-@pytest.fixture
-def launchpad_file(mongo_uri, database_name, tmp_path, mongo_client):
-    host, port = mongo_uri.removeprefix("mongodb://").split(":")
-    path = tmp_path / "lp.yaml"
-    path.write_text(yaml.safe_dump({"host": host, "port": int(port), "name": database_name}))
-    yield path
-    mongo_client.drop_database(database_name)
-
-
 def assert_one_line_error(result, *fragments):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr + result.stdout
@@ -70,7 +61,7 @@ def test_unreachable_uri_is_clear_and_hides_the_password():
     "content, fragment",
     [
         ("host: [unclosed", "not valid YAML"),
-        ("- a\n- b\n", "must hold a mapping"),
+        ("- a\n- b\n", "must hold a mapping, not list"),
         ("host: localhost\nport: notanumber\n", "port must be an integer"),
         ("hots: localhost\n", "unknown key(s) ['hots']"),
     ],

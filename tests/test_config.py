@@ -96,7 +96,7 @@ def test_files_system_needs_existing_structures(document):
         config_from_dict(document)
 
 
-@pytest.mark.parametrize("content, fragment", [("name: [", "not valid YAML"), ("- 1\n", "must be a mapping")])
+@pytest.mark.parametrize("content, fragment", [("name: [", "not valid YAML"), ("- 1\n", "must hold a mapping, not list")])
 def test_malformed_files(tmp_path, content, fragment):
     path = tmp_path / "c.yaml"
     path.write_text(content)

@@ -5,17 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 from mfal.connection import target_from_launchpad_file
 
 
-def test_rlaunch_runs_a_two_firework_workflow(mongo_uri, database_name, tmp_path):
+def test_rlaunch_runs_a_two_firework_workflow(launchpad_file, tmp_path):
     from fireworks import Firework, ScriptTask, Workflow
 
-    host, port = mongo_uri.removeprefix("mongodb://").split(":")
-    launchpad_file = tmp_path / "my_launchpad.yaml"
-    launchpad_file.write_text(yaml.safe_dump({"host": host, "port": int(port), "name": database_name}))
     launchpad = target_from_launchpad_file(launchpad_file, source="test").launchpad()
     launchpad.reset("", require_password=False)
 
@@ -32,4 +27,3 @@ def test_rlaunch_runs_a_two_firework_workflow(mongo_uri, database_name, tmp_path
     assert states == {"first": "COMPLETED", "second": "COMPLETED"}
     assert len(list(tmp_path.glob("launcher_*/first.txt"))) == 1
     assert len(list(tmp_path.glob("launcher_*/second.txt"))) == 1
-    launchpad.connection.drop_database(database_name)

@@ -25,10 +25,7 @@ def test_workflow_file_matches_its_config(name):
     assert actual == expected, f"workflows/{name}.yaml is stale: run scripts/write_workflows.py"
 
 
-def test_lpad_add_reads_a_workflow_file(mongo_uri, database_name, tmp_path, mongo_client):
-    host, port = mongo_uri.removeprefix("mongodb://").split(":")
-    launchpad_file = tmp_path / "lp.yaml"
-    launchpad_file.write_text(yaml.safe_dump({"host": host, "port": int(port), "name": database_name}))
+def test_lpad_add_reads_a_workflow_file(launchpad_file, database_name, mongo_client):
     lpad = str(Path(sys.executable).parent / "lpad")
     today = datetime.now().strftime("%Y-%m-%d")  # lpad reset's confirmation password
     reset = subprocess.run([lpad, "-l", str(launchpad_file), "reset", "--password", today], capture_output=True,
@@ -41,4 +38,3 @@ def test_lpad_add_reads_a_workflow_file(mongo_uri, database_name, tmp_path, mong
     assert set(fireworks) == {"h3-pyqmc c0 explore", "h3-pyqmc c0 converge"}
     assert fireworks["h3-pyqmc c0 explore"]["state"] == "READY"
     assert fireworks["h3-pyqmc c0 converge"]["state"] == "WAITING"
-    mongo_client.drop_database(database_name)
