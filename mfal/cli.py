@@ -19,7 +19,9 @@ from rich.console import Console
 from rich.table import Table
 
 from mfal.errors import ConfigError, MfalError
+from mfal.potentials.cli import train_base
 from mfal.qmc.cli import app as qmc_app
+from mfal.report_cli import history_plot, report
 
 app = typer.Typer(
     help="Active-learning, multi-fidelity orchestrator: lift MACE potentials from DFT to QMC accuracy.",
@@ -32,6 +34,8 @@ campaign_app = typer.Typer(help="Create, run and list active-learning campaigns.
 app.add_typer(db_app, name="db")
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(qmc_app, name="qmc")
+app.command("report")(report)
+app.command("train-base")(train_base)
 
 console = Console()
 error_console = Console(stderr=True)
@@ -151,7 +155,7 @@ def campaign_run(
     from mfal.runner import run_campaign_locally
 
     summary = run_campaign_locally(load_config(config), launchpad, console)
-    history(summary.name, launchpad=launchpad, as_json=False)
+    history(summary.name, launchpad=launchpad, as_json=False, plot=False)
     console.print(summary.final_line())
 
 
@@ -161,6 +165,7 @@ def history(
     campaign: str = typer.Argument(..., help="Campaign name."),
     launchpad: Optional[Path] = LaunchpadOption,
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts instead of a table."),
+    plot: bool = typer.Option(False, "--plot", help="Also draw barrier ± spread per cycle as a text chart."),
 ) -> None:
     """Convergence history of a campaign: barrier, committee spread, QMC labels and wall time per cycle."""
     rows = open_store(launchpad).history(campaign)
@@ -170,6 +175,8 @@ def history(
     if not rows:
         console.print(f"campaign {campaign!r} has no cycles yet")
         return
+    if plot:
+        print(history_plot(rows))
     table = Table("cycle", "state", "barrier (eV)", "spread (eV)", "QMC labels", "wall time (s)", title=campaign)
     for row in rows:
         table.add_row(

@@ -39,6 +39,8 @@ def test_history_table_and_json(store, launchpad_file, mongo_client, database_na
     table = run_mfal("history", "demo", "-l", str(launchpad_file))
     assert table.returncode == 0, table.stderr
     assert "0.1634" in table.stdout and "0.0123" in table.stdout and "12.5" in table.stdout
+    plotted = run_mfal("history", "demo", "--plot", "-l", str(launchpad_file))
+    assert plotted.returncode == 0 and "0.1634" in plotted.stdout and len(plotted.stdout) > len(table.stdout)
     rows = json.loads(run_mfal("history", "demo", "--json", "-l", str(launchpad_file)).stdout)
     assert rows[0]["barrier"] == 0.1634 and rows[0]["n_labels"] == 1
     listing = run_mfal("campaign", "list", "--json", env_extra={"MFAL_LAUNCHPAD": str(launchpad_file)})
