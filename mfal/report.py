@@ -308,7 +308,7 @@ def parity_figure(data: ReportData) -> Figure:
         ax.text(0.04, 0.96, text, transform=ax.transAxes, va="top", fontsize=8,
                 bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
         ax.set_title(f"refit after cycle {refit.cycle}", fontsize=10)
-        ax.set_xlabel(f"QMC label − {shift:.3f} (eV)")
+        ax.set_xlabel(f"QMC label {'−' if shift >= 0 else '+'} {abs(shift):.3f} (eV)")
         ax.grid(alpha=0.3)
     for ax in axes[::columns]:
         ax.set_ylabel("committee mean − same shift (eV)")
@@ -356,9 +356,9 @@ def summary_rows(data: ReportData) -> list[dict]:
             "barrier (eV)": f"{view.path['barrier']:.4f} ± {view.path['barrier_spread']:.4f}",
             "labels used": len(view.record.get("label_ids") or []),
             "NEB converged": "yes" if view.path.get("converged") else "no",
-            "selected": len(view.record.get("selected") or []),
+            "selected for QMC": len(view.record.get("selected") or []),
             "χ²/label": _fmt(metrics.get("chi2_per_label"), "{:.3g}"),
-            "force RMS (eV/Å)": _fmt(metrics.get("force_rms_max"), "{:.4f}"),
+            "force RMS, worst member (eV/Å)": _fmt(metrics.get("force_rms_max"), "{:.4f}"),
             "LOO within 1σ / 2σ": (f"{calibration['within_1_sigma']:.0%} / {calibration['within_2_sigma']:.0%}"
                                    if calibration else "-"),
             "wall time (s)": _fmt((finished - started).total_seconds() if started and finished else None, "{:.1f}"),

@@ -35,17 +35,18 @@ def report(
 def history_plot(rows: list[dict], width: int = PLOT_WIDTH) -> str:
     """Barrier ± committee spread per cycle as a text error-bar chart (rows of :meth:`Store.history`).
 
-    Plain text without markup: print it with ``print`` (or rich with ``markup=False``).
+    Every row shares one axis from the lowest barrier − spread to the highest
+    barrier + spread, so a glance shows the barrier settling and the spread
+    shrinking. Plain text without markup: print it with ``print`` (or rich with
+    ``markup=False``).
     """
     explored = [row for row in rows if row.get("barrier") is not None]
     if not explored:
         return "no cycle has a barrier yet"
-    spread = lambda row: row.get("barrier_spread") or 0.0  # noqa: E731
-    low = min(row["barrier"] - spread(row) for row in explored)
-    high = max(row["barrier"] + spread(row) for row in explored)
+    low = min(row["barrier"] - _spread(row) for row in explored)
+    high = max(row["barrier"] + _spread(row) for row in explored)
     if high - low < 1e-9:
         low, high = low - 0.5e-3, high + 0.5e-3
-    column = lambda value: int(round((value - low) / (high - low) * (width - 1)))  # noqa: E731
     scale = f"{low:.3f} eV".ljust(width - 9) + f"{high:.3f} eV".rjust(9)
     lines = [f"{'cycle':>5}  {'labels':>6}  {'barrier ± spread (eV)':<21}  {scale}"]
     for row in rows:
@@ -53,12 +54,22 @@ def history_plot(rows: list[dict], width: int = PLOT_WIDTH) -> str:
         if row.get("barrier") is None:
             lines.append(prefix + "not explored yet")
             continue
-        bar = [" "] * width
-        left, right, centre = column(row["barrier"] - spread(row)), column(row["barrier"] + spread(row)), column(row["barrier"])
-        for index in range(left, right + 1):
-            bar[index] = "─"
-        if right > left:
-            bar[left], bar[right] = "├", "┤"
-        bar[centre] = "●"
-        lines.append(prefix + f"{row['barrier']:.4f} ± {spread(row):.4f}".ljust(21) + "  " + "".join(bar).rstrip())
+        bar = _error_bar(row["barrier"], _spread(row), low, high, width)
+        lines.append(prefix + f"{row['barrier']:.4f} ± {_spread(row):.4f}".ljust(21) + "  " + bar)
     return "\n".join(lines)
+
+
+def _spread(row: dict) -> float:
+    return row.get("barrier_spread") or 0.0
+
+
+def _error_bar(value: float, spread: float, low: float, high: float, width: int) -> str:
+    """``├──●──┤`` from value − spread to value + spread on a ``width``-column axis from low to high."""
+    left, right, centre = (int(round((x - low) / (high - low) * (width - 1))) for x in
+                           (value - spread, value + spread, value))
+    bar = [" "] * width
+    bar[left : right + 1] = "─" * (right - left + 1)
+    if right > left:
+        bar[left], bar[right] = "├", "┤"
+    bar[centre] = "●"
+    return "".join(bar).rstrip()

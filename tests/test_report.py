@@ -4,16 +4,14 @@ import base64
 import re
 
 import pytest
-import typer
-from typer.testing import CliRunner
 
 from mfal import steps
 from mfal.config import config_from_dict
 from mfal.errors import MfalError, StoreError
-from mfal.report_cli import history_plot, report
+from mfal.report_cli import history_plot
 from tests.campaign_helpers import tiny_h3_committee, tiny_h3_document
 from tests.test_campaign_steps import run_loop
-from tests.test_cli import launchpad_file  # noqa: F401  (fixture)
+from tests.test_cli import assert_one_line_error, run_mfal
 
 FIGURE_STEMS = ("profiles", "barrier", "parity", "forces")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -80,16 +78,13 @@ def test_campaign_without_a_finished_cycle_is_a_clear_error(store, tmp_path):
         write_report(store, "missing", tmp_path / "out")
 
 
-def test_report_command_reaches_the_database_of_its_launchpad(launchpad_file, mongo_client, database_name,  # noqa: F811
-                                                               tmp_path):
-    from mfal.report import ReportError
+def test_report_command_without_a_finished_cycle_says_so_in_one_line(launchpad_file, mongo_client, database_name,
+                                                                      tmp_path):
     from mfal.store import Store
 
     Store(mongo_client[database_name]).put_campaign("fresh", {"system": {"kind": "h3"}})
-    app = typer.Typer()
-    app.command()(report)
-    result = CliRunner().invoke(app, ["fresh", "--out", str(tmp_path / "out"), "-l", str(launchpad_file)])
-    assert isinstance(result.exception, ReportError) and "'fresh'" in str(result.exception)
+    result = run_mfal("report", "fresh", "--out", str(tmp_path / "out"), "-l", str(launchpad_file))
+    assert_one_line_error(result, "campaign 'fresh' has no finished cycle yet")
 
 
 def test_history_plot_places_barriers_and_spreads_on_one_axis():
