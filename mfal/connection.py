@@ -51,6 +51,8 @@ class DbTarget:
     authsource: str | None = None
     uri_mode: bool = False
     mongoclient_kwargs: dict = field(default_factory=dict)
+    launchpad_path: Path | None = None
+    """The launchpad file these parameters were read from, if any."""
 
     def describe(self) -> str:
         """A human-readable location that never contains the password."""
@@ -171,6 +173,7 @@ def target_from_launchpad_file(path: Path, source: str) -> DbTarget:
         authsource=record.get("authsource"),
         uri_mode=uri_mode,
         mongoclient_kwargs=kwargs,
+        launchpad_path=path.resolve(),
     )
 
 

@@ -8,6 +8,7 @@ QMC labels used).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import yaml
 from rich.console import Console
@@ -89,7 +91,7 @@ def _run_worker(config, target, launchpad, store, console) -> None:
     rlaunch = shutil.which("rlaunch", path=str(Path(sys.executable).parent)) or shutil.which("rlaunch")
     if rlaunch is None:
         raise CampaignRunError("the FireWorks 'rlaunch' command is not installed beside mfal")
-    with _launchpad_file(target) as launchpad_path, open(work_dir / "rlaunch.log", "ab") as log:
+    with worker_launchpad_file(target) as launchpad_path, open(work_dir / "rlaunch.log", "ab") as log:
         process = subprocess.Popen([rlaunch, "-l", str(launchpad_path), "rapidfire"], cwd=work_dir,
                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         with Live(Text("starting worker..."), console=console, refresh_per_second=2, transient=False) as live:
@@ -101,25 +103,19 @@ def _run_worker(config, target, launchpad, store, console) -> None:
         raise CampaignRunError(f"rlaunch exited with status {process.returncode}; see {work_dir / 'rlaunch.log'}")
 
 
-class _launchpad_file:
+@contextlib.contextmanager
+def worker_launchpad_file(target) -> Iterator[Path]:
     """The launchpad file for the worker: the user's own, or a private temporary one (mode 0600)."""
-
-    def __init__(self, target):
-        self.target = target
-        self.temporary: Path | None = None
-
-    def __enter__(self) -> Path:
-        if self.target.source.startswith("launchpad file "):
-            return Path(self.target.source.removeprefix("launchpad file ")).resolve()
-        handle, name = tempfile.mkstemp(prefix="mfal_launchpad_", suffix=".yaml", dir=mfal_home())
+    if target.launchpad_path is not None:
+        yield target.launchpad_path
+        return
+    handle, name = tempfile.mkstemp(prefix="mfal_launchpad_", suffix=".yaml", dir=mfal_home())
+    try:
         with os.fdopen(handle, "w") as stream:
-            yaml.safe_dump(self.target.launchpad_dict(), stream)
-        self.temporary = Path(name)
-        return self.temporary
-
-    def __exit__(self, *exc) -> None:
-        if self.temporary is not None:
-            self.temporary.unlink(missing_ok=True)
+            yaml.safe_dump(target.launchpad_dict(), stream)
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
 
 
 def _progress(name: str, store: Store, launchpad) -> Text:
