@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from mfal.errors import ConfigError, MfalError
 
@@ -226,7 +227,7 @@ def profiles_figure(data: ReportData) -> Figure:
     n = len(data.cycles)
     columns = min(n, 3)
     rows = -(-n // columns)
-    figure = _figure(4.2 * columns, 3.4 * rows)
+    figure = _figure(max(4.2 * columns, 5.5), 3.4 * rows + 0.3)
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax, view in zip(axes, data.cycles):
         x = view.coordinate
@@ -251,7 +252,7 @@ def profiles_figure(data: ReportData) -> Figure:
         ax.set_visible(False)
     axes[0].legend(fontsize=8, loc="best")
     if any(view.reference_energy is not None for view in data.cycles):
-        figure.suptitle("QMC labels: label − latest refit committee's energy of the path's initial image", fontsize=9)
+        figure.suptitle("QMC labels minus the latest refit's energy of the initial image", fontsize=9)
     return figure
 
 
@@ -271,8 +272,9 @@ def barrier_figure(data: ReportData) -> Figure:
                        label=f"{data.reference[0]}: {data.reference[1]:.3f} eV")
         ax.errorbar(x, barriers, yerr=spreads, fmt="o-", color=BAND_COLOR, capsize=4, label="committee barrier ± spread")
         ax.set_xlabel(xlabel)
+        ax.set_xlim(min(x) - 0.5, max(x) + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
     by_cycle.set_ylabel("barrier (eV)")
     by_cycle.legend(fontsize=8, loc="best")
     return figure
@@ -324,17 +326,20 @@ def forces_figure(data: ReportData) -> Figure:
     committees = [0] + [refit.cycle + 1 for refit in data.refits]
     rms = [np.zeros(1)] + [np.asarray(refit.metrics.get("force_rms") or [np.nan]) for refit in data.refits]
     largest = [np.zeros(1)] + [np.asarray(refit.metrics.get("force_max") or [np.nan]) for refit in data.refits]
-    for values, marker, label in ((rms, "o-", "RMS over anchor atoms"), (largest, "s--", "largest atom")):
+    series = ((rms, "o-", "RMS over anchor atoms", -0.04), (largest, "s--", "largest atom", 0.04))
+    for values, marker, label, dodge in series:
         centre = np.array([v.mean() for v in values])
         low = centre - np.array([v.min() for v in values])
         high = np.array([v.max() for v in values]) - centre
-        ax.errorbar(committees, centre, yerr=[low, high], fmt=marker, capsize=4, label=f"{label} (member range)")
+        ax.errorbar(np.array(committees) + dodge, centre, yerr=[low, high], fmt=marker, capsize=4,
+                    label=f"{label}: member mean and range")
     tolerances = {refit.metrics.get("force_rms_tolerance") for refit in data.refits} - {None}
     for tolerance in sorted(tolerances):
         ax.axhline(tolerance, color="tab:red", linestyle=":", label=f"RMS tolerance {tolerance:g} eV/Å")
     ax.set_xlabel("committee of cycle (0 = DFT-trained base)")
     ax.set_ylabel("|ΔF| from the base model (eV/Å)")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlim(-0.5, committees[-1] + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
