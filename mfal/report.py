@@ -54,7 +54,7 @@ REFERENCE_COLOR = "tab:green"
 
 
 class ReportError(MfalError):
-    """A campaign has nothing to report yet, or its records are inconsistent."""
+    """A campaign has nothing to report yet (no cycle with a stored NEB path)."""
 
 
 @dataclass
