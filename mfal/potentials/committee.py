@@ -69,7 +69,11 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 @contextlib.contextmanager
 def frozen_parameters(model: torch.nn.Module) -> Iterator[None]:
-    """Evaluate without building parameter gradients (forces need only position gradients)."""
+    """Turn every parameter's ``requires_grad`` off inside the block and restore the flags after.
+
+    For training code that enables gradients on a few parameters only; avoid
+    it around plain evaluation calls (see :class:`Committee`).
+    """
     flags = [(parameter, parameter.requires_grad) for parameter in model.parameters()]
     for parameter, _ in flags:
         parameter.requires_grad_(False)
@@ -145,9 +149,13 @@ class Committee:
     (a file written by :meth:`save`), :meth:`from_store`,
     :meth:`from_state_dicts` or :meth:`from_mace_model_files`.
 
-    ``models`` are live ``torch.nn.Module`` objects in ``dtype`` on ``device``;
-    training code (base training, readout refit) may update their parameters in
-    place and then save the committee again. ``architectures`` holds one full
+    ``models`` are live ``torch.nn.Module`` objects in ``dtype`` on ``device``,
+    with ``requires_grad`` off on every parameter: forces need only position
+    gradients, and switching the flag back and forth between calls makes the
+    TorchScript-compiled e3nn layers re-specialise (several times slower).
+    Training code (readout refit) turns on what it trains, e.g. inside
+    :func:`frozen_parameters`, updates parameters in place and may then save
+    the committee again. ``architectures`` holds one full
     record per member (they share all structural fields; see
     :mod:`mfal.potentials.architecture`).
     """
@@ -176,6 +184,8 @@ class Committee:
         self.dtype = resolve_dtype(dtype)
         self.device = resolve_device(device)
         self.models = [model.to(device=self.device, dtype=self.dtype) for model in models]
+        for model in self.models:
+            model.requires_grad_(False)
         heads = self.architecture["heads"]
         if head is None:
             defaults = [name for name in heads if name.lower() == "default"]
@@ -331,8 +341,7 @@ class Committee:
         batch = self.batch(structures)
         energies, forces, stresses = [], [], []
         for model in self.models:
-            with frozen_parameters(model):
-                output = run_model(model, batch, compute_stress=stress)
+            output = run_model(model, batch, compute_stress=stress)
             energies.append(output["energy"])
             forces.append(output["forces"])
             if stress:
