@@ -137,7 +137,8 @@ def test_only_readout_output_weights_and_offsets_change_bit_for_bit(case, constr
 def test_parent_committee_is_not_modified(case, constrained):
     for a, b in zip(case["weights"], case["committee"].state_dicts()):
         assert all(torch.equal(a[name], b[name]) for name in a)
-    assert all(p.requires_grad for model in case["committee"].models for p in model.parameters())
+    # Committee members keep requires_grad off; the refit must not switch it on in the parent.
+    assert not any(p.requires_grad for model in case["committee"].models for p in model.parameters())
 
 
 def test_unconstrained_fit_wins_on_energies_and_loses_on_forces(case):
