@@ -1,10 +1,19 @@
-"""Small campaigns for the tests: a tiny H committee and the LEPS surface as the 'QMC' truth."""
+"""Small campaigns for the tests: a tiny H committee and the LEPS surface as the 'QMC' truth.
 
+Also how the tests run the ``mfal`` command and FireWorks workers as subprocesses,
+and what every finished campaign must satisfy.
+"""
+
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
 
 LEPS = "mfal.potentials.analytic:LEPSCalculator"
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_h3_committee(path: Path) -> Path:
@@ -38,3 +47,37 @@ def write_config(directory: Path, document: dict) -> Path:
     path = directory / f"{document['name']}.yaml"
     path.write_text(yaml.safe_dump(document))
     return path
+
+
+def environment(tmp_path):
+    """Subprocess environment: a private MFAL_HOME under ``tmp_path``, this checkout importable."""
+    return {**os.environ, "MFAL_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+def mfal(tmp_path, *args, timeout=900):
+    return subprocess.run([str(BIN / "mfal"), *args], capture_output=True, text=True, cwd=tmp_path,
+                          env=environment(tmp_path), timeout=timeout)
+
+
+def store_and_launchpad(launchpad_file):
+    from mfal.connection import target_from_launchpad_file
+    from mfal.store import Store
+
+    target = target_from_launchpad_file(launchpad_file, source="test")
+    return Store.from_target(target), target.launchpad()
+
+
+def assert_campaign_complete(store, launchpad, name):
+    """Finished, every firework completed by one launch, every selected structure labelled once."""
+    record = store.get_campaign(name)
+    assert record["state"] in ("CONVERGED", "STOPPED"), record["state"]
+    fireworks = list(launchpad.fireworks.find({"spec.mfal_campaign": name}))
+    assert fireworks and all(fw["state"] == "COMPLETED" for fw in fireworks)
+    for fw in fireworks:
+        assert len(fw["launches"]) == 1, f"firework {fw['name']} ran {len(fw['launches'])} times"
+    selected = [h for cycle in store.get_cycles(name) for h in cycle.get("selected") or []]
+    assert len(selected) == len(set(selected)) > 0
+    assert store.labels.count_documents({}) == len(selected)
+    labels = {fw["spec"]["mfal_structure"] for fw in fireworks if fw["spec"]["mfal_step"] == "label"}
+    assert labels == set(selected)
+    return record

@@ -76,6 +76,14 @@ def shared_dir():
     return SHARED
 
 
+@pytest.fixture(scope="module")
+def committee_file(tmp_path_factory):
+    """A tiny four-member H committee (see :mod:`tests.campaign_helpers`), once per test module."""
+    from tests.campaign_helpers import tiny_h3_committee
+
+    return tiny_h3_committee(tmp_path_factory.mktemp("committee") / "h3.pt")
+
+
 @pytest.fixture
 def launchpad_file(mongo_uri, database_name, tmp_path, mongo_client):
     """A FireWorks launchpad file for a fresh database of the session server."""

@@ -1,55 +1,20 @@
 """Campaigns through the real FireWorks path: mfal campaign add/run and rlaunch subprocesses."""
 
-import os
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.campaign_helpers import tiny_h3_committee, tiny_h3_document, write_config
-
-BIN = Path(sys.executable).parent
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def committee_file(tmp_path_factory):
-    return tiny_h3_committee(tmp_path_factory.mktemp("committee") / "h3.pt")
-
-
-def environment(tmp_path):
-    return {**os.environ, "MFAL_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-
-
-def mfal(tmp_path, *args, timeout=900):
-    return subprocess.run([str(BIN / "mfal"), *args], capture_output=True, text=True, cwd=tmp_path,
-                          env=environment(tmp_path), timeout=timeout)
-
-
-def store_and_launchpad(launchpad_file):
-    from mfal.connection import target_from_launchpad_file
-    from mfal.store import Store
-
-    target = target_from_launchpad_file(launchpad_file, source="test")
-    return Store.from_target(target), target.launchpad()
-
-
-def assert_campaign_complete(store, launchpad, name):
-    record = store.get_campaign(name)
-    assert record["state"] in ("CONVERGED", "STOPPED"), record["state"]
-    fireworks = list(launchpad.fireworks.find({"spec.mfal_campaign": name}))
-    assert fireworks and all(fw["state"] == "COMPLETED" for fw in fireworks)
-    for fw in fireworks:
-        assert len(fw["launches"]) == 1, f"firework {fw['name']} ran {len(fw['launches'])} times"
-    selected = [h for cycle in store.get_cycles(name) for h in cycle.get("selected") or []]
-    assert len(selected) == len(set(selected)) > 0
-    assert store.labels.count_documents({}) == len(selected)
-    labels = {fw["spec"]["mfal_structure"] for fw in fireworks if fw["spec"]["mfal_step"] == "label"}
-    assert labels == set(selected)
-    return record
+from tests.campaign_helpers import (
+    BIN,
+    assert_campaign_complete,
+    environment,
+    mfal,
+    store_and_launchpad,
+    tiny_h3_document,
+    write_config,
+)
 
 
 @pytest.mark.slow
