@@ -62,11 +62,13 @@ def open_store(launchpad: Optional[Path]):
 def db_start(
     port: Optional[int] = typer.Option(None, help="Port on 127.0.0.1 (default: the last one used, else a free one)."),
     storage_path: Optional[Path] = typer.Option(None, help="Storage directory (default: $MFAL_HOME/db)."),
+    auth: bool = typer.Option(False, "--auth", help="Require SCRAM authentication from now on: creates a user "
+                              "with a generated password, kept in $MFAL_HOME/db.credentials.yaml (mode 0600)."),
 ) -> None:
     """Start the embedded database (does nothing if it is already running)."""
     from mfal.db import EmbeddedServer
 
-    console.print(EmbeddedServer(storage_path=storage_path).start(port=port).describe())
+    console.print(EmbeddedServer(storage_path=storage_path).start(port=port, auth=auth).describe())
 
 
 @db_app.command("stop")
@@ -91,14 +93,15 @@ def db_launchpad_file(
     path: Path = typer.Argument(Path("my_launchpad.yaml"), help="File to write."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
 ) -> None:
-    """Write the my_launchpad.yaml that points plain lpad/rlaunch at the embedded database."""
+    """Write the my_launchpad.yaml that points plain lpad/rlaunch at the embedded database (mode 0600)."""
     import yaml
 
     from mfal.connection import embedded_target
+    from mfal.paths import write_private_text
 
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists; pass --force to overwrite it")
-    path.write_text(yaml.safe_dump(embedded_target().launchpad_dict(), sort_keys=False))
+    write_private_text(path, yaml.safe_dump(embedded_target().launchpad_dict(), sort_keys=False))
     console.print(f"wrote {path}: use it with 'lpad -l {path}' and 'rlaunch -l {path}'")
 
 
@@ -202,7 +205,7 @@ def main() -> None:
     """Console entry point: run the app, turning user errors into one clear line on stderr."""
     from pymongo.errors import PyMongoError
 
-    from mfal.connection import redact
+    from mfal.connection import database_failure
 
     _quiet_library_warnings()
     try:
@@ -210,7 +213,7 @@ def main() -> None:
     except MfalError as exc:
         _fail(str(exc))
     except PyMongoError as exc:
-        _fail(f"database error: {redact(str(exc))}")
+        _fail(f"database error: {database_failure(exc)}")
 
 
 def _quiet_library_warnings() -> None:

@@ -8,7 +8,8 @@ same database. The order, first match wins:
 2. a ``my_launchpad.yaml`` found the way FireWorks finds it (``FW_CONFIG_FILE``,
    ``CONFIG_FILE_DIR``, the current directory);
 3. ``$MFAL_MONGO_URI`` (database name from the URI path, default ``mfal``);
-4. the embedded SecantusDB server, started on demand.
+4. the embedded SecantusDB server, started on demand (with the credentials of
+   ``mfal db start --auth`` when its storage requires them).
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from pathlib import Path
 
 from pymongo import MongoClient
 from pymongo.errors import ConfigurationError as PyMongoConfigurationError
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 from pymongo.uri_parser import parse_uri
 
 from mfal.errors import ConfigError, DatabaseError
 from mfal.yamlfile import read_yaml_mapping
 
 DEFAULT_DATABASE = "mfal"
+UNAUTHORIZED, AUTHENTICATION_FAILED = 13, 18
 LAUNCHPAD_KEYS = {
     "host", "port", "name", "username", "password", "authsource", "uri_mode",
     "mongoclient_kwargs", "logdir", "strm_lvl", "user_indices", "wf_user_indices",
@@ -80,7 +82,7 @@ class DbTarget:
                 )
             client.admin.command("ping")
         except PyMongoError as exc:
-            raise DatabaseError(f"cannot reach MongoDB at {self.describe()}: {_connection_failure(exc)}") from None
+            raise DatabaseError(f"cannot reach MongoDB at {self.describe()}: {database_failure(exc)}") from None
         return client
 
     def database(self):
@@ -191,7 +193,13 @@ def embedded_target(start: bool = True) -> DbTarget:
         if not start:
             raise DatabaseError("the embedded database is not running; start it with 'mfal db start'")
         status = server.start()
-    return DbTarget(host=status.host, port=status.port, name=DEFAULT_DATABASE, source="embedded server")
+    credentials = server.credentials()
+    if credentials is None:
+        return DbTarget(host=status.host, port=status.port, name=DEFAULT_DATABASE, source="embedded server")
+    return DbTarget(host=status.host, port=status.port, name=DEFAULT_DATABASE, source="embedded server",
+                    username=credentials.username, password=credentials.password,
+                    authsource=credentials.authsource,
+                    mongoclient_kwargs={"authMechanism": credentials.mechanism})
 
 
 def redact(text: str) -> str:
@@ -205,6 +213,22 @@ def _uri_database(uri: str, where) -> str:
     except (PyMongoConfigurationError, ValueError) as exc:
         raise ConfigError(f"invalid MongoDB URI in {where}: {_first_line(exc)}") from None
     return parsed.get("database") or DEFAULT_DATABASE
+
+
+def database_failure(exc: PyMongoError) -> str:
+    """One line on what went wrong with the database: the server's own message, no reply dump.
+
+    A refusal for want of (valid) credentials says where credentials go.
+    """
+    if isinstance(exc, OperationFailure):
+        message = redact(str((exc.details or {}).get("errmsg") or type(exc).__name__))
+        if exc.code == UNAUTHORIZED:
+            return (f"{message}: the server requires authentication; give 'username' and 'password' in the "
+                    "launchpad file, or use a URI mongodb://USER:PASSWORD@HOST/DB in $MFAL_MONGO_URI")
+        if exc.code == AUTHENTICATION_FAILED:
+            return f"{message}: the server refused the username and password; check them"
+        return message
+    return _connection_failure(exc)
 
 
 def _connection_failure(exc: Exception) -> str:

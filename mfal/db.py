@@ -5,7 +5,9 @@ WiredTiger) as a separate process, never imported in-process: it is GPL-2.0 and
 mfal is not. The server listens on 127.0.0.1 only and keeps its data in a
 persistent storage directory (default ``$MFAL_HOME/db``). Its pid, port and log
 live beside it under ``$MFAL_HOME`` so that ``mfal db start`` is idempotent and
-``mfal db stop`` finds the process again from any shell.
+``mfal db stop`` finds the process again from any shell. With ``--auth`` the
+server requires SCRAM authentication (see :mod:`mfal.db_auth`); once a storage
+directory has a user, every later start of it keeps auth on.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from mfal.db_auth import CREDENTIALS_FILE, Credentials, create_user, new_credentials, read_credentials, write_credentials
 from mfal.errors import DatabaseError
 from mfal.paths import mfal_home
 
@@ -41,6 +44,8 @@ class ServerStatus:
     storage_path: Path
     started_at: datetime | None
     log_path: Path
+    auth: bool = False
+    credentials_path: Path | None = None
 
     @property
     def uri(self) -> str | None:
@@ -52,16 +57,22 @@ class ServerStatus:
         since = self.started_at.strftime("%Y-%m-%d %H:%M:%S %Z") if self.started_at else "unknown"
         return (
             f"embedded database: running at {self.uri} (pid {self.pid}) since {since}; "
-            f"storage {self.storage_path}; log {self.log_path}"
+            f"storage {self.storage_path}; log {self.log_path}; {self.describe_auth()}"
         )
+
+    def describe_auth(self) -> str:
+        if not self.auth:
+            return "authentication off"
+        return f"authentication on (SCRAM-SHA-256, credentials in {self.credentials_path})"
 
 
 class EmbeddedServer:
     """One SecantusDB server process bound to a state directory.
 
     The state directory (``$MFAL_HOME`` by default) holds ``db.pid``, ``db.port``
-    (kept after a stop so that a restart reuses the port), ``db.storage`` and
-    ``db.log``; the storage directory is the WiredTiger home.
+    (kept after a stop so that a restart reuses the port), ``db.storage``,
+    ``db.log`` and, once auth is on, ``db.credentials.yaml``; the storage
+    directory is the WiredTiger home.
     """
 
     def __init__(self, state_dir: Path | None = None, storage_path: Path | None = None):
@@ -71,6 +82,7 @@ class EmbeddedServer:
         self.port_file = self.state_dir / "db.port"
         self.storage_file = self.state_dir / "db.storage"
         self.log_path = self.state_dir / "db.log"
+        self.credentials_path = self.state_dir / CREDENTIALS_FILE
         self._requested_storage = Path(storage_path).expanduser() if storage_path else None
 
     # -- state ---------------------------------------------------------------
@@ -82,6 +94,11 @@ class EmbeddedServer:
         if self.storage_file.exists():
             return Path(self.storage_file.read_text().strip())
         return (self.state_dir / "db").resolve()
+
+    def credentials(self) -> Credentials | None:
+        """The user to log in as, when this storage directory requires authentication."""
+        credentials = read_credentials(self.credentials_path)
+        return credentials if credentials and credentials.protects(self.storage_path) else None
 
     def status(self) -> ServerStatus:
         pid = _read_int(self.pid_file)
@@ -98,11 +115,17 @@ class EmbeddedServer:
             storage_path=self.storage_path,
             started_at=started,
             log_path=self.log_path,
+            auth=self.credentials() is not None,
+            credentials_path=self.credentials_path,
         )
 
     # -- control -------------------------------------------------------------
     def start(self, port: int | None = None, auth: bool = False) -> ServerStatus:
-        """Start the server, or return the running one unchanged (idempotent)."""
+        """Start the server, or return the running one unchanged (idempotent).
+
+        ``auth`` turns SCRAM authentication on for this storage directory, for
+        good: a storage that has a user always starts with ``--auth``.
+        """
         current = self.status()
         if current.running:
             if self._requested_storage and current.storage_path != self.storage_path:
@@ -110,27 +133,19 @@ class EmbeddedServer:
                     f"the embedded database is already running on storage {current.storage_path}; "
                     f"stop it first to use {self.storage_path}"
                 )
+            if auth and not current.auth:
+                raise DatabaseError("the embedded database is running without authentication; "
+                                    "stop it with 'mfal db stop', then start it with --auth")
             return current
         self._clear_state_files()
-        executable = _server_executable()
         storage = self.storage_path
         storage.mkdir(parents=True, exist_ok=True)
         port = port or self._previous_port() or _free_port()
         if _port_open(port):
             raise DatabaseError(f"port {port} on {LOCALHOST} is already in use; choose another with --port")
-        command = [executable, "--host", LOCALHOST, "--port", str(port), "--storage-path", str(storage)]
-        if auth:
-            command.append("--auth")
-        with open(self.log_path, "ab") as log:
-            process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=storage,
-                start_new_session=True,
-            )
-        self._wait_until_listening(process, port)
+        if auth and self.credentials() is None:
+            self._provision_user(storage)
+        process = self._launch(storage, port, auth=self.credentials() is not None)
         self.pid_file.write_text(f"{process.pid}\n")
         self.port_file.write_text(f"{port}\n")
         self.storage_file.write_text(f"{storage}\n")
@@ -157,6 +172,33 @@ class EmbeddedServer:
         return True
 
     # -- helpers -------------------------------------------------------------
+    def _launch(self, storage: Path, port: int, auth: bool) -> subprocess.Popen:
+        command = [_server_executable(), "--host", LOCALHOST, "--port", str(port), "--storage-path", str(storage)]
+        if auth:
+            command.append("--auth")
+        with open(self.log_path, "ab") as log:
+            process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=storage,
+                start_new_session=True,
+            )
+        self._wait_until_listening(process, port)
+        return process
+
+    def _provision_user(self, storage: Path) -> None:
+        """Create the user on this storage: run it once without auth on a private free port."""
+        credentials = read_credentials(self.credentials_path) or new_credentials()
+        port = _free_port()
+        process = self._launch(storage, port, auth=False)
+        try:
+            create_user(f"mongodb://{LOCALHOST}:{port}", credentials)
+        finally:
+            _terminate(process)
+        write_credentials(self.credentials_path, credentials.with_storage(storage))
+
     def _previous_port(self) -> int | None:
         port = _read_int(self.port_file)
         return port if port is not None and not _port_open(port) else None
@@ -182,6 +224,16 @@ class EmbeddedServer:
         # The port file stays: the next start reuses the port, so a my_launchpad.yaml
         # written by ``mfal db launchpad-file`` keeps pointing at the right server.
         self.pid_file.unlink(missing_ok=True)
+
+
+def _terminate(process: subprocess.Popen) -> None:
+    """Stop a server this process started (SIGTERM, then SIGKILL after a timeout)."""
+    process.terminate()
+    try:
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _server_executable() -> str:
