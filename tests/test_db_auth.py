@@ -2,6 +2,7 @@
 
 import stat
 
+import bson
 import pytest
 import yaml
 from pymongo import MongoClient
@@ -9,6 +10,8 @@ from pymongo.errors import OperationFailure
 
 from mfal.db import EmbeddedServer
 from mfal.errors import DatabaseError
+from mfal.paths import write_private_text
+from tests.campaign_helpers import mfal, tiny_h3_document, write_config
 from tests.test_cli import assert_one_line_error, run_mfal
 
 
@@ -118,3 +121,49 @@ def test_auth_cannot_be_turned_on_under_a_running_open_server(tmp_path):
         assert not (tmp_path / "home" / "db.credentials.yaml").exists()
     finally:
         server.stop()
+
+
+def files_containing(root, secret):
+    return sorted(str(path) for path in root.rglob("*") if path.is_file() and secret.encode() in path.read_bytes())
+
+
+def documents_containing(client, secret):
+    """Every document of every collection on the server, as BSON bytes, that holds the secret."""
+    found = []
+    for database in client.list_database_names():
+        for collection in client[database].list_collection_names():
+            for document in client[database][collection].find():
+                if secret.encode() in bson.encode(document):
+                    found.append(f"{database}.{collection} {document.get('_id')}")
+    return found
+
+
+@pytest.mark.slow
+def test_credentials_never_reach_logs_output_or_documents(auth_home, credentials, committee_file, tmp_path):
+    secret = credentials.password
+    port = EmbeddedServer(state_dir=auth_home).status().port
+    launchpad_path = tmp_path / "auth_launchpad.yaml"  # not my_launchpad.yaml: the URI commands below must use the URI
+    assert run_mfal("db", "launchpad-file", str(launchpad_path), env_extra={"MFAL_HOME": str(auth_home)}).returncode == 0
+    record = yaml.safe_load(launchpad_path.read_text())
+    write_private_text(launchpad_path, yaml.safe_dump({**record, "name": "leak_check"}))
+    config = write_config(tmp_path, tiny_h3_document("leak", committee_file))
+    outputs = [mfal(tmp_path, "campaign", "run", str(config), "-l", str(launchpad_path))]
+    assert outputs[0].returncode == 0, outputs[0].stderr[-3000:]
+    uri = f"mongodb://{credentials.username}:{secret}@127.0.0.1:{port}/leak_check?authSource=admin"
+    env = {"MFAL_HOME": str(tmp_path / "home"), "MFAL_MONGO_URI": uri}
+    outputs += [run_mfal("history", "leak", env_extra=env, cwd=tmp_path),
+                run_mfal("history", "leak", "--json", "--plot", env_extra=env, cwd=tmp_path),
+                run_mfal("campaign", "list", env_extra=env, cwd=tmp_path)]
+    assert all(result.returncode == 0 for result in outputs) and "leak" in outputs[-1].stdout
+    unreachable = {**env, "MFAL_MONGO_URI": uri.replace(str(port), "9"), "MFAL_DB_TIMEOUT_MS": "300"}
+    failed = run_mfal("history", "leak", env_extra=unreachable, cwd=tmp_path)
+    assert_one_line_error(failed, "cannot reach MongoDB")
+    for result in [*outputs, failed]:
+        assert secret not in result.stdout + result.stderr
+    assert files_containing(tmp_path, secret) == [str(launchpad_path)]
+    assert files_containing(auth_home, secret) == [str(auth_home / "db.credentials.yaml")]
+    assert (tmp_path / "home" / "launches" / "leak" / "rlaunch.log").stat().st_size > 0
+    with client(port, username=credentials.username, password=secret, authSource="admin") as admin:
+        assert {"fireworks", "workflows", "launches", "mfal_labels"} <= set(admin.leak_check.list_collection_names())
+        assert documents_containing(admin, secret) == []
+        admin.drop_database("leak_check")
