@@ -152,14 +152,45 @@ def campaign_add(
 def campaign_run(
     config: Path = typer.Argument(..., help="Campaign config (YAML)."),
     launchpad: Optional[Path] = LaunchpadOption,
+    workers: int = typer.Option(1, "--workers", "-n", min=1, help="Parallel rlaunch workers (QMC labels of a cycle run side by side)."),
 ) -> None:
     """Add a campaign (or pick up an unfinished one) and run it here with rlaunch until it ends."""
     from mfal.config import load_config
     from mfal.runner import run_campaign_locally
 
-    summary = run_campaign_locally(load_config(config), launchpad, console)
+    summary = run_campaign_locally(load_config(config), launchpad, console, workers=workers)
     history(summary.name, launchpad=launchpad, as_json=False, plot=False)
     console.print(summary.final_line())
+
+
+@campaign_app.command("resume")
+def campaign_resume(
+    campaign: str = typer.Argument(..., help="Campaign name."),
+    launchpad: Optional[Path] = LaunchpadOption,
+    expiration: Optional[float] = typer.Option(
+        None, "--expiration", min=0,
+        help="Seconds without a ping after which a RUNNING firework counts as lost "
+        "(default: FireWorks' RUN_EXPIRATION_SECS, 4 h; use less when you know its worker is gone)."),
+    run: bool = typer.Option(False, "--run/--no-run", help="Continue the campaign here with rlaunch afterwards."),
+) -> None:
+    """Rerun a campaign's lost and fizzled fireworks (never completed ones), optionally run it on."""
+    from mfal.config import config_from_dict
+    from mfal.connection import resolve_target
+    from mfal.resume import DEFAULT_EXPIRATION_S, resume_campaign
+    from mfal.runner import run_campaign_locally
+    from mfal.store import Store
+
+    target = resolve_target(launchpad)
+    store = Store.from_target(target)
+    expiration_s = DEFAULT_EXPIRATION_S if expiration is None else expiration
+    report = resume_campaign(target.launchpad(), store, campaign, expiration_s)
+    for line in report.lines(expiration_s):
+        console.print(f"campaign {campaign!r}: {line}")
+    if run:
+        config = config_from_dict(store.get_campaign(campaign)["config"], source=f"campaign {campaign!r}")
+        summary = run_campaign_locally(config, launchpad, console)
+        history(summary.name, launchpad=launchpad, as_json=False, plot=False)
+        console.print(summary.final_line())
 
 
 # -- mfal history ----------------------------------------------------------------

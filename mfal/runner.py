@@ -1,14 +1,22 @@
-"""``mfal campaign run``: a campaign driven to its end by a local ``rlaunch rapidfire``.
+"""``mfal campaign run``: a campaign driven to its end by local ``rlaunch rapidfire`` workers.
 
-The worker is the real FireWorks ``rlaunch`` command in a subprocess, exactly
+The workers are the real FireWorks ``rlaunch`` command in subprocesses, exactly
 what a cluster node runs; this process only watches the store and the
 LaunchPad and shows where the campaign stands (cycle, step, barrier so far,
 QMC labels used).
+
+Each worker's FireWorker carries a query for this campaign's fireworks only, so
+a local run never picks up another campaign's work from a shared LaunchPad.
+Workers poll (``rapidfire --nlaunches infinite``) because a cycle's labels
+appear only when its selection has run: a worker that exited whenever nothing
+was ready would leave the others alone for the next cycle. They are stopped
+once the campaign has no firework ready, reserved or running.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -32,7 +40,9 @@ from mfal.paths import mfal_home
 from mfal.store import Store
 
 FINISHED_STATES = ("CONVERGED", "STOPPED")
+ACTIVE_STATES = ("READY", "RESERVED", "RUNNING")
 POLL_SECONDS = 1.0
+WORKER_SLEEP_SECONDS = 2
 
 
 class CampaignRunError(MfalError):
@@ -64,7 +74,11 @@ def reference_barrier(config: CampaignConfig) -> tuple[str, float] | None:
     return None
 
 
-def run_campaign_locally(config: CampaignConfig, launchpad_file: Path | None, console: Console) -> RunSummary:
+def run_campaign_locally(
+    config: CampaignConfig, launchpad_file: Path | None, console: Console, workers: int = 1
+) -> RunSummary:
+    if workers < 1:
+        raise CampaignRunError(f"workers must be at least 1, got {workers}")
     target = resolve_target(launchpad_file)
     store = Store.from_target(target)
     launchpad = target.launchpad()
@@ -74,7 +88,7 @@ def run_campaign_locally(config: CampaignConfig, launchpad_file: Path | None, co
     elif store.get_campaign(config.name)["state"] not in FINISHED_STATES:
         console.print(f"campaign {config.name!r} exists and is unfinished: running its remaining fireworks")
     if store.get_campaign(config.name)["state"] not in FINISHED_STATES:
-        _run_worker(config, target, launchpad, store, console)
+        _run_workers(config, target, launchpad, store, console, workers)
     record = store.get_campaign(config.name)
     if record["state"] not in FINISHED_STATES:
         fizzled = launchpad.fireworks.count_documents({"spec.mfal_campaign": config.name, "state": "FIZZLED"})
@@ -85,22 +99,54 @@ def run_campaign_locally(config: CampaignConfig, launchpad_file: Path | None, co
     return RunSummary(config.name, record["state"], record["final"], reference_barrier(config))
 
 
-def _run_worker(config, target, launchpad, store, console) -> None:
+def _run_workers(config, target, launchpad, store, console, workers: int) -> None:
     work_dir = mfal_home() / "launches" / config.name
     work_dir.mkdir(parents=True, exist_ok=True)
     rlaunch = shutil.which("rlaunch", path=str(Path(sys.executable).parent)) or shutil.which("rlaunch")
     if rlaunch is None:
         raise CampaignRunError("the FireWorks 'rlaunch' command is not installed beside mfal")
-    with worker_launchpad_file(target) as launchpad_path, open(work_dir / "rlaunch.log", "ab") as log:
-        process = subprocess.Popen([rlaunch, "-l", str(launchpad_path), "rapidfire"], cwd=work_dir,
-                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        with Live(Text("starting worker..."), console=console, refresh_per_second=2, transient=False) as live:
-            while process.poll() is None:
-                live.update(_progress(config.name, store, launchpad))
+    fworker_path = work_dir / "my_fworker.yaml"
+    fworker_path.write_text(yaml.safe_dump(campaign_fworker(config.name)))
+    command = [rlaunch, "-w", str(fworker_path), "rapidfire", "--nlaunches", "infinite",
+               "--sleep", str(WORKER_SLEEP_SECONDS)]
+    with contextlib.ExitStack() as stack:
+        launchpad_path = stack.enter_context(worker_launchpad_file(target))
+        log = stack.enter_context(open(work_dir / "rlaunch.log", "ab"))
+        processes = [subprocess.Popen([command[0], "-l", str(launchpad_path), *command[1:]], cwd=work_dir,
+                                      stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                     for _ in range(workers)]
+        stack.callback(_stop_workers, processes)
+        with Live(Text("starting workers..."), console=console, refresh_per_second=2, transient=False) as live:
+            idle_polls = 0
+            while idle_polls < 2:
                 time.sleep(POLL_SECONDS)
-            live.update(_progress(config.name, store, launchpad))
-    if process.returncode != 0:
-        raise CampaignRunError(f"rlaunch exited with status {process.returncode}; see {work_dir / 'rlaunch.log'}")
+                live.update(_progress(config.name, store, launchpad))
+                failed = [p.returncode for p in processes if p.poll() not in (None, 0)]
+                if failed:
+                    raise CampaignRunError(f"rlaunch exited with status {failed[0]}; see {work_dir / 'rlaunch.log'}")
+                if all(p.poll() is not None for p in processes):
+                    break
+                active = launchpad.fireworks.count_documents(
+                    {"spec.mfal_campaign": config.name, "state": {"$in": list(ACTIVE_STATES)}}, limit=1)
+                idle_polls = 0 if active else idle_polls + 1
+
+
+def campaign_fworker(name: str) -> dict:
+    """A FireWorker document that takes this campaign's fireworks only, whatever their category."""
+    return {"name": f"mfal-{name}", "category": "", "query": json.dumps({"spec.mfal_campaign": name})}
+
+
+def _stop_workers(processes: list[subprocess.Popen]) -> None:
+    """Terminate idle polling workers (SIGTERM, then SIGKILL after 10 s)."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @contextlib.contextmanager

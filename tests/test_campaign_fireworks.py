@@ -62,6 +62,20 @@ def test_two_workers_share_a_campaign_without_duplicates(committee_file, launchp
     assert len(hosts) > 1
 
 
+@pytest.mark.slow
+def test_run_with_two_workers_leaves_other_campaigns_alone(committee_file, launchpad_file, tmp_path):
+    other = write_config(tmp_path, tiny_h3_document("fw-other", committee_file))
+    assert mfal(tmp_path, "campaign", "add", str(other), "-l", str(launchpad_file)).returncode == 0
+    config = write_config(tmp_path, tiny_h3_document("fw-two", committee_file, acquisition={"batch_size": 2}))
+    result = mfal(tmp_path, "campaign", "run", str(config), "-l", str(launchpad_file), "--workers", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    store, launchpad = store_and_launchpad(launchpad_file)
+    assert_campaign_complete(store, launchpad, "fw-two")
+    untouched = list(launchpad.fireworks.find({"spec.mfal_campaign": "fw-other"}, {"state": 1, "launches": 1}))
+    assert untouched and all(not fw["launches"] for fw in untouched)
+    assert store.get_campaign("fw-other")["state"] not in ("CONVERGED", "STOPPED")
+
+
 @pytest.mark.parametrize(
     "change, fragment",
     [

@@ -48,6 +48,8 @@ class TrainingSettings:
     learning_rate: float = 5e-3
     energy_weight: float = 1.0
     forces_weight: float = 10.0
+    clip_grad: float = 10.0
+    ema_decay: float = 0.99
     bootstrap: bool = True
     seed: int = 0
     dtype: str = "float64"
@@ -63,6 +65,10 @@ class TrainingSettings:
                 raise PotentialError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.learning_rate > 0:
             raise PotentialError(f"learning_rate must be positive, got {self.learning_rate}")
+        if not self.clip_grad > 0:
+            raise PotentialError(f"clip_grad must be positive, got {self.clip_grad}")
+        if not 0 <= self.ema_decay < 1:
+            raise PotentialError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         if self.energy_weight < 0 or self.forces_weight < 0 or self.energy_weight + self.forces_weight == 0:
             raise PotentialError(
                 f"loss weights must be >= 0 and not both 0, got energy {self.energy_weight}, forces {self.forces_weight}"
@@ -231,6 +237,12 @@ def train_member(
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train one member from a fresh initialisation (``seed``), early-stopped on ``valid_graphs``.
 
+    As in mace's own trainer, gradients are clipped (``clip_grad``, in norm)
+    so that one batch of strongly compressed geometries cannot throw the
+    weights far away, and validation and the returned weights use an
+    exponential moving average of the weights (``ema_decay``), which removes
+    most of Adam's step-to-step noise from the final model.
+
     Returns the model holding its best-validation weights and a summary of
     its run (epochs, best epoch, best validation loss). The member's energy
     shift is re-fitted (:func:`recentre_shift`), so read it back into its
@@ -242,6 +254,9 @@ def train_member(
     recentre_shift(model, train_graphs, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, amsgrad=True)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=max(1, settings.patience // 3))
+    averaged = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(settings.ema_decay), use_buffers=True
+    )
     rng = np.random.default_rng(seed)
     best_loss, best_epoch, best_state = math.inf, -1, None
     task = progress.add_task(label, total=settings.max_epochs, loss=float("nan")) if progress is not None else None
@@ -252,16 +267,19 @@ def train_member(
             optimizer.zero_grad()
             loss = _loss(model, batch, settings, training=True)
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip_grad)
             optimizer.step()
-        model.eval()
+            averaged.update_parameters(model)
+        evaluated = averaged.module
+        evaluated.eval()
         valid_loss = 0.0
         for batch in _batches(valid_graphs, settings.batch_size, None, device):
-            valid_loss += float(_loss(model, batch, settings, training=False)) * int(batch.num_graphs)
+            valid_loss += float(_loss(evaluated, batch, settings, training=False)) * int(batch.num_graphs)
         valid_loss /= len(valid_graphs)
         scheduler.step(valid_loss)
         if valid_loss < best_loss:
             best_loss, best_epoch = valid_loss, epoch
-            best_state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+            best_state = {name: tensor.detach().clone() for name, tensor in evaluated.state_dict().items()}
         if progress is not None:
             progress.update(task, advance=1, loss=valid_loss)
         if epoch - best_epoch >= settings.patience:
