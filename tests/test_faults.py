@@ -1,0 +1,132 @@
+"""Faults in a running campaign, with real rlaunch workers on the embedded database.
+
+Each test breaks a campaign at a known point (a worker SIGKILLed inside a step,
+a QMC job that returns garbage, a job directory that refuses writes), recovers
+the way a user would (``lpad detect_lostruns --rerun`` or ``mfal campaign
+resume``), and checks what must survive: the campaign completes, every label
+ever finished is in the store exactly once, and no QMC job that had finished is
+computed again (every QMC computation is logged by the surrogate's calculator,
+:func:`tests.fault_worker.recording_leps`).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.campaign_helpers import (
+    BIN,
+    assert_campaign_complete,
+    environment,
+    mfal,
+    store_and_launchpad,
+    tiny_h3_document,
+    write_config,
+)
+from mfal.campaign import add_campaign
+from mfal.config import load_config
+from tests.fault_worker import RECORDING_LEPS, qmc_runs
+
+TIMEOUT_S = 300
+
+
+def fault_campaign(tmp_path, name, committee_file, **overrides) -> Path:
+    """One cycle of two labels whose QMC jobs are logged to ``tmp_path/qmc_runs.log``."""
+    calculator = {"log": str(tmp_path / "qmc_runs.log"), "poison": str(tmp_path / "poison")}
+    document = tiny_h3_document(
+        name, committee_file,
+        qmc={"calculator": RECORDING_LEPS, "calculator_kwargs": calculator},
+        neb={"max_steps": 30},
+        convergence={"max_cycles": 1},
+        fireworks={"qmc_work_dir": str(tmp_path / "qmc_jobs")},
+    )
+    for key, value in overrides.items():
+        document[key] = {**document[key], **value}
+    return write_config(tmp_path, document)
+
+
+def start_worker(tmp_path, launchpad_file, label, **faults) -> subprocess.Popen:
+    """``rlaunch rapidfire`` (the fault-injecting one) in its own directory; output to ``label.log``."""
+    directory = tmp_path / label
+    directory.mkdir(exist_ok=True)
+    env = {**environment(tmp_path), "MFAL_FAULT_DIR": str(tmp_path), **faults}
+    with open(tmp_path / f"{label}.log", "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "tests.fault_worker", "-l", str(launchpad_file), "rapidfire"],
+                                cwd=directory, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+
+
+def wait_for(condition, worker: subprocess.Popen, what: str, timeout: float = TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert worker.poll() is None, f"the worker exited ({worker.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def add(store, launchpad, config: Path) -> None:
+    """``mfal campaign add``, in this process (the subprocess path is tested elsewhere)."""
+    add_campaign(launchpad, store, load_config(config))
+
+
+def assert_labels_exactly_once(store, log: Path) -> None:
+    """Every QMC job was computed once and its label stored once."""
+    runs = qmc_runs(log)
+    assert len(runs) == len(set(runs)), f"a QMC job ran twice: {runs}"
+    stored = [doc["structure_hash"] for doc in store.labels.find({}, {"structure_hash": 1})]
+    assert sorted(stored) == sorted(runs)
+
+
+def kill_inside(tmp_path, launchpad_file, step: str) -> None:
+    """Run a worker until it is inside ``step``, then SIGKILL it there."""
+    worker = start_worker(tmp_path, launchpad_file, f"killed-in-{step}", MFAL_FAULT_BLOCK=step)
+    wait_for((tmp_path / f"blocked-{step}").exists, worker, f"the worker to reach the {step} step")
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    time.sleep(1.2)  # the killed launch is now older than the 1 s expiration used to find it
+
+
+def running_steps(launchpad, name) -> list[str]:
+    return [fw["spec"]["mfal_step"] for fw in launchpad.fireworks.find({"spec.mfal_campaign": name, "state": "RUNNING"})]
+
+
+@pytest.mark.slow
+def test_workers_killed_inside_each_step_type_lose_and_repeat_nothing(committee_file, launchpad_file, tmp_path):
+    """SIGKILL inside explore, then label, then refit; recover with resume, lpad, resume --run."""
+    name = "killed"
+    store, launchpad = store_and_launchpad(launchpad_file)
+    add(store, launchpad, fault_campaign(tmp_path, name, committee_file))
+    log = tmp_path / "qmc_runs.log"
+
+    kill_inside(tmp_path, launchpad_file, "explore")
+    assert running_steps(launchpad, name) == ["explore"]
+    assert store.get_neb_path(name, 0) is not None  # the NEB was stored before the kill: it is reused
+    result = mfal(tmp_path, "campaign", "resume", name, "--expiration", "1", "-l", str(launchpad_file))
+    assert result.returncode == 0, result.stderr
+    assert "rerun 1 lost firework(s) (no ping for 1 s): explore c0 x1" in result.stdout
+
+    kill_inside(tmp_path, launchpad_file, "label")
+    assert running_steps(launchpad, name) == ["label"]
+    (first_job,) = qmc_runs(log)  # the QMC job had finished when its worker died; its label was not stored
+    assert store.labels.count_documents({}) == 0
+    result = subprocess.run([str(BIN / "lpad"), "-l", str(launchpad_file), "detect_lostruns", "--time", "1",
+                             "--rerun"], capture_output=True, text=True, env=environment(tmp_path), timeout=120)
+    assert result.returncode == 0, result.stderr
+
+    kill_inside(tmp_path, launchpad_file, "refit")
+    assert running_steps(launchpad, name) == ["refit"]
+    finished = {doc["structure_hash"]: doc["_id"] for doc in store.labels.find()}
+    assert first_job in finished and len(finished) == 2
+    result = mfal(tmp_path, "campaign", "resume", name, "--expiration", "1", "--run", "-l", str(launchpad_file))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rerun 1 lost firework(s) (no ping for 1 s): refit c0 x1" in result.stdout
+    assert "final barrier:" in result.stdout
+
+    assert_campaign_complete(store, launchpad, name)
+    assert {h: store.labels.find_one({"structure_hash": h})["_id"] for h in finished} == finished
+    assert_labels_exactly_once(store, log)
+    assert len(store.get_cycles(name)) == 2
