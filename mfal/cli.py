@@ -172,6 +172,7 @@ def campaign_resume(
         help="Seconds without a ping after which a RUNNING firework counts as lost "
         "(default: FireWorks' RUN_EXPIRATION_SECS, 4 h; use less when you know its worker is gone)."),
     run: bool = typer.Option(False, "--run/--no-run", help="Continue the campaign here with rlaunch afterwards."),
+    workers: int = typer.Option(1, "--workers", "-n", min=1, help="Parallel rlaunch workers with --run."),
 ) -> None:
     """Rerun a campaign's lost and fizzled fireworks (never completed ones), optionally run it on."""
     from mfal.config import config_from_dict
@@ -188,7 +189,7 @@ def campaign_resume(
         console.print(f"campaign {campaign!r}: {line}")
     if run:
         config = config_from_dict(store.get_campaign(campaign)["config"], source=f"campaign {campaign!r}")
-        summary = run_campaign_locally(config, launchpad, console)
+        summary = run_campaign_locally(config, launchpad, console, workers=workers)
         history(summary.name, launchpad=launchpad, as_json=False, plot=False)
         console.print(summary.final_line())
 
