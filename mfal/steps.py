@@ -256,7 +256,7 @@ def converge(campaign: Campaign, cycle: int) -> dict:
 def select(campaign: Campaign, cycle: int) -> list[str]:
     """Pick the structures of cycle ``cycle`` to label; the same answer when rerun."""
     store = campaign.store
-    record = store.cycles.find_one({"campaign": campaign.name, "cycle": cycle})
+    record = store.get_cycle(campaign.name, cycle)
     if record and record.get("selected") is not None:
         return list(record["selected"])
     path = store.get_neb_path(campaign.name, cycle)

@@ -17,7 +17,10 @@ mfal_neb_paths      (campaign, cycle)               replaces the path
 Model weights live in GridFS (bucket ``mfal_model_files``) as opaque bytes: the
 store never unpickles anything; callers load them with ``weights_only=True``.
 Collections are prefixed ``mfal_`` so that they share a database with
-FireWorks' own collections without colliding.
+FireWorks' own collections without colliding. Because every write is
+idempotent, each method is retried with backoff while the server is
+unreachable (:mod:`mfal.reconnect`): a database restart in the middle of a step
+delays the step instead of failing it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from pymongo.errors import DuplicateKeyError
 
 from mfal.errors import StoreError
 from mfal.hashing import settings_hash, structure_hash
+from mfal.reconnect import retry_when_unreachable
 
 LABEL_REQUIRED_FIELDS = ("structure_hash", "settings", "energy", "error", "fidelity", "method")
 
@@ -62,6 +66,7 @@ class Store:
         """A store on the database of a :class:`mfal.connection.DbTarget`."""
         return cls(target.database())
 
+    @retry_when_unreachable("creating indexes")
     def ensure_indexes(self) -> None:
         self.labels.create_index(
             [("structure_hash", ASCENDING), ("settings_hash", ASCENDING)], unique=True, name="label_identity"
@@ -74,6 +79,7 @@ class Store:
         self.models.create_index([("parent", ASCENDING)], name="model_parent")
 
     # -- structures ----------------------------------------------------------
+    @retry_when_unreachable("storing a structure")
     def put_structure(self, atoms, **meta) -> str:
         """Store a structure under its content hash; return the hash."""
         key = structure_hash(atoms)
@@ -90,9 +96,11 @@ class Store:
         self.structures.update_one({"_id": key}, {"$setOnInsert": record}, upsert=True)
         return key
 
+    @retry_when_unreachable("looking up a structure")
     def has_structure(self, key: str) -> bool:
         return self.structures.count_documents({"_id": key}, limit=1) > 0
 
+    @retry_when_unreachable("reading a structure")
     def get_structure(self, key: str):
         from ase import Atoms
 
@@ -102,6 +110,7 @@ class Store:
         return Atoms(numbers=record["numbers"], positions=record["positions"], cell=record["cell"], pbc=record["pbc"])
 
     # -- labels --------------------------------------------------------------
+    @retry_when_unreachable("storing a label")
     def put_label(self, doc: dict) -> ObjectId:
         """Insert a label once; a second write of the same identity returns the first id.
 
@@ -119,9 +128,11 @@ class Store:
             return result.upserted_id
         return self.labels.find_one(identity, {"_id": 1})["_id"]
 
+    @retry_when_unreachable("looking up a label")
     def find_label(self, structure_key: str, settings_key: str) -> dict | None:
         return self.labels.find_one({"structure_hash": structure_key, "settings_hash": settings_key})
 
+    @retry_when_unreachable("reading labels")
     def get_labels(self, ids) -> list[dict]:
         """Labels by id (ObjectId or its string), in the order given; unknown ids are an error."""
         object_ids = [_object_id(i) for i in ids]
@@ -157,6 +168,7 @@ class Store:
         return record
 
     # -- models --------------------------------------------------------------
+    @retry_when_unreachable("storing a model")
     def put_model(
         self,
         key: str,
@@ -197,6 +209,7 @@ class Store:
             return self.put_model(key, payload, architecture, parent=parent, label_ids=label_ids, metrics=metrics, **extra)
         return key
 
+    @retry_when_unreachable("reading a model")
     def get_model(self, key: str) -> tuple[dict, bytes]:
         """The model record and its payload bytes (checked against the stored sha256)."""
         record = self.models.find_one({"_id": key})
@@ -207,10 +220,12 @@ class Store:
             raise StoreError(f"model {key!r}: stored weights do not match their checksum")
         return record, payload
 
+    @retry_when_unreachable("looking up a model")
     def has_model(self, key: str) -> bool:
         return self.models.count_documents({"_id": key}, limit=1) > 0
 
     # -- campaigns, cycles, NEB paths ----------------------------------------
+    @retry_when_unreachable("registering a campaign")
     def put_campaign(self, name: str, config: dict, state: str = "READY") -> bool:
         """Register a campaign; True if created, False if it existed with the same config."""
         now = utcnow()
@@ -225,6 +240,7 @@ class Store:
             raise StoreError(f"campaign {name!r} already exists with a different config; choose another name")
         return False
 
+    @retry_when_unreachable("reading a campaign")
     def get_campaign(self, name: str) -> dict:
         record = self.campaigns.find_one({"_id": name})
         if record is None:
@@ -233,13 +249,16 @@ class Store:
             raise StoreError(f"unknown campaign {name!r}; {hint}")
         return record
 
+    @retry_when_unreachable("updating a campaign")
     def set_campaign_state(self, name: str, state: str, **fields) -> None:
         self.get_campaign(name)
         self.campaigns.update_one({"_id": name}, {"$set": {"state": state, "updated_at": utcnow(), **fields}})
 
+    @retry_when_unreachable("listing campaigns")
     def list_campaigns(self) -> list[dict]:
         return list(self.campaigns.find({}, {"config": 0}).sort("created_at", ASCENDING))
 
+    @retry_when_unreachable("updating a cycle")
     def put_cycle(self, campaign: str, cycle: int, **fields) -> None:
         """Create or update one cycle's record; only the given fields change."""
         self.cycles.update_one(
@@ -248,17 +267,25 @@ class Store:
             upsert=True,
         )
 
+    @retry_when_unreachable("reading a cycle")
+    def get_cycle(self, campaign: str, cycle: int) -> dict | None:
+        return self.cycles.find_one({"campaign": campaign, "cycle": int(cycle)})
+
+    @retry_when_unreachable("reading cycles")
     def get_cycles(self, campaign: str) -> list[dict]:
         return list(self.cycles.find({"campaign": campaign}).sort("cycle", ASCENDING))
 
+    @retry_when_unreachable("storing a NEB path")
     def put_neb_path(self, campaign: str, cycle: int, path: dict) -> None:
         """Store the NEB path of a cycle (image energies mean/std, barrier, max force...)."""
         record = {**path, "campaign": campaign, "cycle": int(cycle), "updated_at": utcnow()}
         self.neb_paths.replace_one({"campaign": campaign, "cycle": int(cycle)}, record, upsert=True)
 
+    @retry_when_unreachable("reading a NEB path")
     def get_neb_path(self, campaign: str, cycle: int) -> dict | None:
         return self.neb_paths.find_one({"campaign": campaign, "cycle": int(cycle)})
 
+    @retry_when_unreachable("reading a history")
     def history(self, campaign: str) -> list[dict]:
         """Per cycle: barrier, its committee spread, QMC labels used so far, wall time, state."""
         self.get_campaign(campaign)
