@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import time
 from typing import Callable, TypeVar
 
@@ -44,15 +45,13 @@ def patience_s() -> float:
 
 def call_with_retry(operation: Callable[[], T], what: str) -> T:
     """``operation()``, repeated with backoff while the database cannot be reached."""
-    from mfal.connection import redact
-
     deadline = time.monotonic() + patience_s()
     wait, attempt = FIRST_WAIT_S, 1
     while True:
         try:
             result = operation()
         except ConnectionFailure as exc:
-            reason = redact(str(exc).split(", Timeout:")[0])
+            reason = _short_reason(exc)
             if time.monotonic() + wait > deadline:
                 raise DatabaseError(f"database unreachable while {what} after {attempt} attempt(s): "
                                     f"{reason}") from None
@@ -64,6 +63,14 @@ def call_with_retry(operation: Callable[[], T], what: str) -> T:
         if attempt > 1:
             LOG.warning("mfal: database reachable again; %s succeeded at attempt %d", what, attempt)
         return result
+
+
+def _short_reason(exc: ConnectionFailure) -> str:
+    """The first part of pymongo's message (address and error), without topology and timeouts."""
+    from mfal.connection import redact
+
+    text = str(exc).split(", Timeout:")[0]
+    return redact(re.sub(r"\s*\(configured timeouts:[^)]*\)", "", text))
 
 
 def retry_when_unreachable(what: str):

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.campaign_helpers import (
     BIN,
@@ -29,6 +30,7 @@ from tests.campaign_helpers import (
 )
 from mfal.campaign import add_campaign
 from mfal.config import load_config
+from mfal.db import EmbeddedServer
 from tests.fault_worker import RECORDING_LEPS, qmc_runs
 
 TIMEOUT_S = 300
@@ -130,3 +132,32 @@ def test_workers_killed_inside_each_step_type_lose_and_repeat_nothing(committee_
     assert {h: store.labels.find_one({"structure_hash": h})["_id"] for h in finished} == finished
     assert_labels_exactly_once(store, log)
     assert len(store.get_cycles(name)) == 2
+
+
+@pytest.mark.slow
+def test_database_restart_inside_a_step_delays_the_worker_and_loses_nothing(committee_file, tmp_path):
+    """The server stops while a worker is inside a label step and comes back on the same port and storage."""
+    server = EmbeddedServer(state_dir=tmp_path / "db_state", storage_path=tmp_path / "db_storage")
+    port = server.start().port
+    launchpad_file = tmp_path / "my_launchpad.yaml"
+    launchpad_file.write_text(yaml.safe_dump({"host": "127.0.0.1", "port": port, "name": "restarted",
+                                              "mongoclient_kwargs": {"serverSelectionTimeoutMS": 1000}}))
+    try:
+        store, launchpad = store_and_launchpad(launchpad_file)
+        add(store, launchpad, fault_campaign(tmp_path, "restarted", committee_file))
+        worker = start_worker(tmp_path, launchpad_file, "worker", MFAL_FAULT_BLOCK="label")
+        wait_for((tmp_path / "blocked-label").exists, worker, "the worker to reach a label step")
+        server.stop()
+        (tmp_path / "release-label").touch()
+        log = tmp_path / "worker.log"
+        wait_for(lambda: "retrying in 2.0 s" in log.read_text(), worker, "the worker to retry", timeout=60)
+        assert server.start(port=port).port == port
+        assert worker.wait(timeout=TIMEOUT_S) == 0, log.read_text()[-3000:]
+        text = log.read_text()
+        assert "mfal: database unreachable while looking up a structure (attempt 1 failed: " in text
+        assert "mfal: database reachable again; looking up a structure succeeded at attempt " in text
+        assert "Traceback" not in text
+        assert_campaign_complete(store, launchpad, "restarted")
+        assert_labels_exactly_once(store, tmp_path / "qmc_runs.log")
+    finally:
+        server.stop()
