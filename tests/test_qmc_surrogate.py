@@ -88,3 +88,18 @@ def test_mace_model_file_as_reference(tmp_path):
     atoms.calc = committee.calculator()
     assert result.energy_eV == pytest.approx(atoms.get_potential_energy(), abs=1e-9)
     assert result.error_eV == 0.0
+
+
+@pytest.mark.parametrize("damage", [lambda text: text[: len(text) // 2], lambda text: "", lambda text: "[1, 2]",
+                                    lambda text: text.replace('"noise_eV"', '"noise"')])
+def test_damaged_output_is_a_failed_job(tmp_path, damage):
+    from mfal.qmc.surrogate import RESULT_FILE
+
+    backend = SurrogateBackend(SurrogateSettings(calculator=EMT_PATH))
+    job = backend.prepare(_chain(1.5), tmp_path / "job")
+    backend.run(job)
+    assert [path.name for path in job.iterdir() if "result" in path.name] == [RESULT_FILE]
+    output = job / RESULT_FILE
+    output.write_text(damage(output.read_text()))
+    with pytest.raises(QmcJobFailed, match="unreadable output .*surrogate_result.json \\(truncated or damaged\\)"):
+        backend.analyse(job)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -108,16 +109,21 @@ class SurrogateBackend:
             raise QmcJobFailed(job, f"reference calculator failed: {exc}") from exc
         key = structure_hash(structure)
         noise = noise_for(self.settings, key)
-        (job / RESULT_FILE).write_text(json.dumps({
-            "structure_hash": key, "reference_energy_eV": energy, "noise_eV": noise}))
+        # Written whole or not at all: a worker killed mid-write leaves no half result.
+        partial = job / f".{RESULT_FILE}.partial"
+        partial.write_text(json.dumps({"structure_hash": key, "reference_energy_eV": energy, "noise_eV": noise}))
+        os.replace(partial, job / RESULT_FILE)
 
     def analyse(self, job_dir: str | Path) -> QmcResult:
         job = Path(job_dir)
         path = job / RESULT_FILE
         if not path.is_file():
             raise QmcJobFailed(job, f"missing {path}; the surrogate job has not run")
-        result = json.loads(path.read_text())
-        energy = result["reference_energy_eV"] + result["noise_eV"]
+        try:
+            result = json.loads(path.read_text())
+            energy = float(result["reference_energy_eV"]) + float(result["noise_eV"])
+        except (ValueError, TypeError, KeyError) as exc:
+            raise QmcJobFailed(job, f"unreadable output {path} (truncated or damaged): {exc}") from None
         if not np.isfinite(energy):
             raise QmcJobFailed(job, f"reference energy is not finite: {energy}")
         reference = self.settings.calculator or str(self.settings.model_file)
