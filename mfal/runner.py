@@ -94,19 +94,25 @@ def run_campaign_locally(
         fizzled = launchpad.fireworks.count_documents({"spec.mfal_campaign": config.name, "state": "FIZZLED"})
         raise CampaignRunError(
             f"campaign {config.name!r} stopped in state {record['state']} with {fizzled} failed firework(s); "
-            f"inspect them with 'lpad get_fws -s FIZZLED -d more' and rerun them with 'lpad rerun_fws -s FIZZLED'"
+            f"inspect them with 'lpad get_fws -s FIZZLED -d more', fix the cause and rerun them with "
+            f"'mfal campaign resume {config.name} --run'"
         )
     return RunSummary(config.name, record["state"], record["final"], reference_barrier(config))
 
 
 def _run_workers(config, target, launchpad, store, console, workers: int) -> None:
     work_dir = mfal_home() / "launches" / config.name
-    work_dir.mkdir(parents=True, exist_ok=True)
     rlaunch = shutil.which("rlaunch", path=str(Path(sys.executable).parent)) or shutil.which("rlaunch")
     if rlaunch is None:
         raise CampaignRunError("the FireWorks 'rlaunch' command is not installed beside mfal")
     fworker_path = work_dir / "my_fworker.yaml"
-    fworker_path.write_text(yaml.safe_dump(campaign_fworker(config.name)))
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        fworker_path.write_text(yaml.safe_dump(campaign_fworker(config.name)))
+        (work_dir / "rlaunch.log").open("ab").close()
+    except OSError as exc:
+        raise CampaignRunError(f"cannot write the launch directory {work_dir} ({exc.strerror}); free space or fix "
+                               "permissions there, or set MFAL_HOME to another directory") from None
     command = [rlaunch, "-w", str(fworker_path), "rapidfire", "--nlaunches", "infinite",
                "--sleep", str(WORKER_SLEEP_SECONDS)]
     with contextlib.ExitStack() as stack:

@@ -15,6 +15,7 @@ barrier history), ``select`` (pick images), ``label`` (one QMC label per pick),
 
 from __future__ import annotations
 
+import errno
 import getpass
 import os
 import socket
@@ -34,6 +35,10 @@ from mfal.hashing import settings_hash
 from mfal.paths import mfal_home
 from mfal.select import select_images
 from mfal.store import Store, utcnow
+
+
+#: Errors of a file system that refuses writes: full, over quota, read-only, not permitted.
+UNWRITABLE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 class CampaignStateError(MfalError):
@@ -302,8 +307,14 @@ def label(campaign: Campaign, structure_hash: str, worker_env: dict | None = Non
         result = backend.analyse(job)  # a job that finished before a crash is never run again
         reused_output = True
     except (QmcJobFailed, FileNotFoundError):
-        backend.prepare(atoms, job)
-        backend.run(job)
+        try:
+            backend.prepare(atoms, job)
+            backend.run(job)
+        except OSError as exc:
+            if exc.errno not in UNWRITABLE_ERRNOS:
+                raise
+            raise QmcJobFailed(job, f"cannot write the job directory ({exc.strerror}: {exc.filename}); free space "
+                                    "or fix permissions there, then rerun with 'mfal campaign resume'") from exc
         result = backend.analyse(job)
         reused_output = False
     label_id = store.put_label(

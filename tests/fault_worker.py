@@ -6,6 +6,9 @@ structure of every job it computes to a log file, so a test counts how often
 each QMC job ran, whichever worker ran it. While a ``poison`` file exists it
 returns NaN, as a broken QMC run would.
 
+``refuse_writes`` makes directories refuse new files, as a full or read-only
+disk would.
+
 Run as ``python -m tests.fault_worker -l my_launchpad.yaml rapidfire ...``, this
 module is FireWorks' own ``rlaunch`` in this process with one more fault:
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -58,6 +62,29 @@ def recording_leps(log: str, poison: str | None = None) -> RecordingLEPS:
 def qmc_runs(log: Path) -> list[str]:
     """Structure hashes of every QMC job computed so far, in order."""
     return log.read_text().split() if log.exists() else []
+
+
+def refuse_writes(directories, refuse: bool) -> None:
+    """Make directories refuse new files, as a full or read-only disk would (immutable as root, else read-only)."""
+    for directory in directories:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "+i" if refuse else "-i", str(directory)], check=True, capture_output=True)
+        else:
+            directory.chmod(0o555 if refuse else 0o755)
+
+
+def can_refuse_writes(scratch: Path) -> bool:
+    """Whether :func:`refuse_writes` works here (as root it needs ``chattr`` and the right capability)."""
+    if os.geteuid() != 0:
+        return True
+    probe = scratch / "refuse_writes_probe"
+    probe.mkdir()
+    try:
+        refuse_writes([probe], True)
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return False
+    refuse_writes([probe], False)
+    return True
 
 
 def _block(fault_dir: Path, step: str) -> None:

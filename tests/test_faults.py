@@ -31,7 +31,7 @@ from tests.campaign_helpers import (
 from mfal.campaign import add_campaign
 from mfal.config import load_config
 from mfal.db import EmbeddedServer
-from tests.fault_worker import RECORDING_LEPS, qmc_runs
+from tests.fault_worker import RECORDING_LEPS, can_refuse_writes, qmc_runs, refuse_writes
 
 TIMEOUT_S = 300
 
@@ -161,3 +161,71 @@ def test_database_restart_inside_a_step_delays_the_worker_and_loses_nothing(comm
         assert_labels_exactly_once(store, tmp_path / "qmc_runs.log")
     finally:
         server.stop()
+
+
+def fizzle_reasons(launchpad, name) -> dict[str, str]:
+    """Last line of the traceback of each FIZZLED firework's latest launch, by step."""
+    reasons = {}
+    for fw in launchpad.fireworks.find({"spec.mfal_campaign": name, "state": "FIZZLED"}):
+        launch = launchpad.launches.find_one({"fw_id": fw["fw_id"]}, sort=[("launch_id", -1)])
+        trace = launch["action"]["stored_data"]["_exception"]["_stacktrace"].strip().splitlines()[-1]
+        reasons[f"{fw['spec']['mfal_step']} {fw['spec']['mfal_structure'][:8]}"] = trace
+    return reasons
+
+
+def states_by_step(launchpad, name) -> dict[str, set[str]]:
+    states = {}
+    for fw in launchpad.fireworks.find({"spec.mfal_campaign": name}):
+        states.setdefault(f"{fw['spec']['mfal_step']} c{fw['spec']['mfal_cycle']}", set()).add(fw["state"])
+    return states
+
+
+@pytest.mark.slow
+def test_garbage_qmc_output_and_unwritable_job_directories_fizzle_the_labels_only(
+        committee_file, launchpad_file, tmp_path):
+    """NaN energies, then truncated outputs, then job directories that refuse writes; resume after each fix."""
+    if not can_refuse_writes(tmp_path):
+        pytest.skip("running as root without 'chattr +i': no directory here refuses writes")
+    name = "garbage"
+    store, launchpad = store_and_launchpad(launchpad_file)
+    add(store, launchpad, fault_campaign(tmp_path, name, committee_file))
+    faults = [("poison", {}, "reference energy is not finite: nan"),
+              ("garbage", {"MFAL_FAULT_TRUNCATE": "1"}, "(truncated or damaged)"),
+              ("unwritable", {}, "cannot write the job directory (")]
+    jobs = []
+    for index, (cause, worker_faults, reason) in enumerate(faults):
+        (tmp_path / cause).touch()
+        if cause == "unwritable":
+            jobs = sorted((tmp_path / "qmc_jobs").glob("*/*"))
+            before = {path: path.read_bytes() for job in jobs for path in job.iterdir()}
+            refuse_writes(jobs, True)
+        try:
+            if index:
+                result = mfal(tmp_path, "campaign", "resume", name, "-l", str(launchpad_file))
+                assert "rerun 2 fizzled firework(s): label c0 x2" in result.stdout, result.stderr
+            worker = start_worker(tmp_path, launchpad_file, f"worker-{cause}", **worker_faults)
+            assert worker.wait(timeout=TIMEOUT_S) == 0
+            reasons = fizzle_reasons(launchpad, name)
+            assert len(reasons) == 2 and all(trace.startswith("mfal.qmc.base.QmcJobFailed: QMC job ")
+                                              and reason in trace for trace in reasons.values()), reasons
+        finally:
+            if cause == "unwritable":
+                refuse_writes(jobs, False)
+        if cause == "unwritable":
+            assert {path: path.read_bytes() for job in jobs for path in job.iterdir()} == before
+        assert store.labels.count_documents({}) == 0
+        assert states_by_step(launchpad, name) == {"explore c0": {"COMPLETED"}, "converge c0": {"COMPLETED"},
+                                                   "select c0": {"COMPLETED"}, "label c0": {"FIZZLED"},
+                                                   "refit c0": {"WAITING"}, "explore c1": {"WAITING"},
+                                                   "converge c1": {"WAITING"}}
+        assert store.get_campaign(name)["state"] == "RUNNING"
+        (tmp_path / cause).unlink()
+
+    result = mfal(tmp_path, "campaign", "resume", name, "--run", "-l", str(launchpad_file))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rerun 2 fizzled firework(s): label c0 x2" in result.stdout and "final barrier:" in result.stdout
+    assert_campaign_complete(store, launchpad, name)
+    runs = qmc_runs(tmp_path / "qmc_runs.log")
+    assert sorted(set(runs)) == sorted(doc["structure_hash"] for doc in store.labels.find())
+    # NaN, truncated, computed but not writable (the directory took no new file), then the good run
+    assert all(runs.count(structure) == 4 for structure in runs)

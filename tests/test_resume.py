@@ -5,8 +5,10 @@ import time
 import pytest
 from fireworks import Firework, FWAction, FWorker, ScriptTask, Workflow
 
+from mfal.config import config_from_dict
 from mfal.resume import ResumeError, resume_campaign
-from tests.campaign_helpers import mfal, store_and_launchpad
+from tests.campaign_helpers import mfal, store_and_launchpad, tiny_h3_document
+from tests.fault_worker import can_refuse_writes, refuse_writes
 from tests.test_cli import assert_one_line_error
 
 
@@ -62,3 +64,21 @@ def test_unknown_campaign_lists_the_known_ones(launchpad_file, tmp_path):
     store.put_campaign("beta", {"system": "h3"})
     result = mfal(tmp_path, "campaign", "resume", "gamma", "-l", str(launchpad_file), timeout=120)
     assert_one_line_error(result, "unknown campaign 'gamma'", "known campaigns: alpha, beta")
+
+
+def test_launch_directory_that_refuses_writes_is_a_clear_error(committee_file, launchpad_file, tmp_path):
+    if not can_refuse_writes(tmp_path):
+        pytest.skip("running as root without 'chattr +i': no directory here refuses writes")
+    store, launchpad = store_and_launchpad(launchpad_file)
+    config = config_from_dict(tiny_h3_document("stuck", committee_file))
+    store.put_campaign("stuck", config.to_document(), state="RUNNING")
+    add_workflow(launchpad, "stuck", ["explore"])
+    launches = tmp_path / "home" / "launches"
+    launches.mkdir(parents=True)
+    refuse_writes([launches], True)
+    try:
+        result = mfal(tmp_path, "campaign", "resume", "stuck", "--run", "-l", str(launchpad_file), timeout=120)
+    finally:
+        refuse_writes([launches], False)
+    assert_one_line_error(result, f"cannot write the launch directory {launches / 'stuck'} (")
+    assert launchpad.fireworks.find_one({"spec.mfal_campaign": "stuck"})["state"] == "READY"
