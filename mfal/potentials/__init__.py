@@ -23,6 +23,7 @@ _EXPORTS = {
     "ArchitectureRecordError": "mfal.potentials.errors",
     "CommitteeFileError": "mfal.potentials.errors",
     "CommitteeSizeError": "mfal.potentials.errors",
+    "DeviceError": "mfal.potentials.errors",
     "PathCompositionError": "mfal.potentials.errors",
     "PotentialError": "mfal.potentials.errors",
     "TrainingDataError": "mfal.potentials.errors",

@@ -37,6 +37,7 @@ from mfal.potentials.errors import (
     ArchitectureRecordError,
     CommitteeFileError,
     CommitteeSizeError,
+    DeviceError,
     PotentialError,
 )
 from mfal.potentials.graphs import atom_offsets, atoms_to_batch, check_elements, run_model
@@ -49,10 +50,20 @@ COMMITTEE_FORMAT_VERSION = 1
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when present, else CPU; anything else is passed to ``torch.device``."""
+    """``"auto"`` -> CUDA when present, else CPU; anything else must name a device this machine has."""
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise DeviceError(f"device {device!r} is not a torch device ('auto', 'cpu', 'cuda', 'cuda:1'...): "
+                          f"{str(exc).splitlines()[0][:120]}") from None
+    if resolved.type == "cuda":
+        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (resolved.index or 0) >= available:
+            raise DeviceError(f"device {device!r} is not available here: this machine has {available} CUDA "
+                              "device(s); use 'auto' or 'cpu'")
+    return resolved
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:

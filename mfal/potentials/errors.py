@@ -37,3 +37,7 @@ class TrainingDataError(PotentialError):
 
 class PathCompositionError(PotentialError):
     """NEB endpoints (or images) differ in composition or atom order."""
+
+
+class DeviceError(PotentialError):
+    """A torch device is misspelt, or names hardware this machine does not have."""
