@@ -171,6 +171,10 @@ def test_campaign_add_adds_a_valid_campaign_or_nothing(base_documents, launchpad
     [
         ({"committee": {"device": "cuda:7"}}, "device 'cuda:7' is not available here"),
         ({"committee": {"device": "foo"}}, "device 'foo' is not a torch device"),
+        ({"qmc": {"calculator": "nope:nothing"}}, "cannot import calculator 'nope:nothing'"),
+        ({"qmc": {"calculator": ":"}}, "cannot import calculator ':'"),
+        ({"qmc": {"calculator": "os:getcwd"}}, "returned a str, not an ASE calculator"),
+        ({"qmc": {"calculator": "math:sqrt"}}, "failed: TypeError"),
     ],
 )
 def test_inputs_found_by_fuzzing_are_one_line_errors(committee_file, launchpad_file, tmp_path, monkeypatch, capsys,

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 from ase import Atoms
+from ase.calculators.calculator import BaseCalculator
 from pydantic import Field, model_validator
 
 from mfal.errors import ConfigError
@@ -70,9 +71,17 @@ def make_calculator(settings: SurrogateSettings):
     module_name, _, attribute = settings.calculator.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
+    except (ImportError, AttributeError, ValueError, TypeError) as exc:
         raise ConfigError(f"cannot import calculator {settings.calculator!r}: {exc}") from None
-    return factory(**settings.calculator_kwargs)
+    try:
+        calculator = factory(**settings.calculator_kwargs)
+    except Exception as exc:  # any factory, any failure: the settings do not make a calculator
+        raise ConfigError(f"calculator {settings.calculator!r} with calculator_kwargs "
+                          f"{settings.calculator_kwargs!r} failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(calculator, BaseCalculator):
+        raise ConfigError(f"calculator {settings.calculator!r} returned a {type(calculator).__name__}, "
+                          "not an ASE calculator")
+    return calculator
 
 
 def noise_for(settings: SurrogateSettings, key: str) -> float:
@@ -93,16 +102,21 @@ class SurrogateBackend:
         self._calculator = None
 
     def prepare(self, structure: Atoms, job_dir: str | Path) -> Path:
+        """Write the job; the reference calculator is made here, so bad settings fail before any run."""
+        self._reference()
         job = write_job_structure(structure, job_dir)
         (job / SETTINGS_FILE).write_text(self.settings.model_dump_json(indent=2))
         return job
 
+    def _reference(self):
+        if self._calculator is None:
+            self._calculator = make_calculator(self.settings)
+        return self._calculator
+
     def run(self, job_dir: str | Path) -> None:
         job = Path(job_dir)
         structure = read_job_structure(job)
-        if self._calculator is None:
-            self._calculator = make_calculator(self.settings)
-        structure.calc = self._calculator
+        structure.calc = self._reference()
         try:
             energy = float(structure.get_potential_energy())
         except Exception as exc:
