@@ -14,6 +14,7 @@ from mfal.potentials import (
     CommitteeFileError,
     CommitteeSizeError,
     UnknownElementError,
+    build_model,
     default_architecture,
 )
 
@@ -127,6 +128,21 @@ def test_file_round_trip_gives_identical_predictions(committee, tmp_path):
     np.testing.assert_array_equal(before.energies, after.energies)
     np.testing.assert_array_equal(before.forces, after.forces)
     assert loaded.record() == committee.record()
+
+
+def test_members_with_their_own_shifts_and_energies_load_with_their_own(tmp_path):
+    base = tiny_architecture()
+    records = [{**base, "atomic_inter_shift": 0.1 * i, "atomic_energies": [-13.6 + i, -2041.0 - i]} for i in range(4)]
+    members = []
+    for seed, record in enumerate(records):
+        torch.manual_seed(seed)
+        members.append(build_model(record))
+    committee = Committee(members, records)
+    loaded = Committee.load(committee.save(tmp_path / "committee.pt"))
+    before, after = committee.evaluate(structures()), loaded.evaluate(structures())
+    np.testing.assert_array_equal(before.energies, after.energies)
+    np.testing.assert_array_equal(before.forces, after.forces)
+    assert len({round(float(e), 6) for e in after.energies[:, 0]}) == 4
 
 
 def test_float32_committee_agrees_with_float64(committee, tmp_path):

@@ -15,6 +15,7 @@ converted to state_dict + record at once.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ from mfal.potentials.errors import (
 from mfal.potentials.graphs import atom_offsets, atoms_to_batch, check_elements, run_model
 
 DEFAULT_MIN_MEMBERS = 4
+# Architecture-record values that are buffers of the built module, so its state dict sets them.
+STATE_DICT_RECORD_KEYS = frozenset({"atomic_energies", "atomic_inter_scale", "atomic_inter_shift"})
 """Fewest members a committee needs by default for a spread worth acting on."""
 
 COMMITTEE_FORMAT = "mfal.mace-committee"
@@ -241,15 +244,23 @@ class Committee:
         state_dicts: Sequence[dict[str, torch.Tensor]],
         **options: Any,
     ) -> "Committee":
-        """Rebuild members from their records and weights (strict: every tensor must fit)."""
+        """Rebuild members from their records and weights (strict: every tensor must fit).
+
+        Building a MACE module costs about a second (e3nn compiles its layers), a
+        deep copy a tenth of that: members whose records differ only in values
+        the state dict carries anyway (:data:`STATE_DICT_RECORD_KEYS`) are copies
+        of the first one built, loaded with their own weights.
+        """
         if len(architectures) != len(state_dicts):
             raise PotentialError(
                 f"got {len(architectures)} architecture records but {len(state_dicts)} state dicts"
             )
         dtype = resolve_dtype(options.get("dtype", torch.float64))
-        models = []
+        models, built = [], {}
         for index, (record, state_dict) in enumerate(zip(architectures, state_dicts)):
-            model = build_model(record, dtype=dtype)
+            shape = json.dumps({k: v for k, v in record.items() if k not in STATE_DICT_RECORD_KEYS}, sort_keys=True)
+            model = copy.deepcopy(built[shape]) if shape in built else build_model(record, dtype=dtype)
+            built.setdefault(shape, model)
             try:
                 model.load_state_dict(state_dict, strict=True)
             except RuntimeError as exc:
