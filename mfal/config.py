@@ -25,7 +25,9 @@ REPO_DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown keys are errors, and so are inf and NaN: no setting of a campaign means them."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # -- system ------------------------------------------------------------------
@@ -33,14 +35,15 @@ class H3System(Strict):
     """Collinear H + H2 -> H2 + H."""
 
     kind: Literal["h3"]
-    far_distance: float = Field(3.5, gt=1.5, description="Distance (Å) of the free H from H2 at the endpoints.")
+    far_distance: float = Field(3.5, gt=1.5, le=20.0, description="Distance (Å) of the free H from H2 at the endpoints.")
 
 
 class Mos2System(Strict):
     """In-plane S-vacancy hop in a 2H MoS2 monolayer supercell."""
 
     kind: Literal["mos2"]
-    size: tuple[int, int] = Field((3, 3), description="Supercell n x m.")
+    size: tuple[Annotated[int, Field(ge=2, le=12)], Annotated[int, Field(ge=2, le=12)]] = Field(
+        (3, 3), description="Supercell n x m (at most 12 x 12, 432 atoms).")
     variant: Literal["single", "divacancy"] = "single"
     vacuum: float = Field(15.0, ge=10.0, description="Vacuum gap (Å).")
 

@@ -84,7 +84,7 @@ def register(store: Store, config: CampaignConfig) -> Campaign:
     """Check the campaign completely, then put it and its base committee into the store.
 
     Every check runs before the first write: the reaction's endpoints, the base
-    committee's files and elements, and the QMC backend's inputs (a deck is
+    committee's files and elements, the refit's anchor structures, and the QMC backend's inputs (a deck is
     written for the initial state into a scratch folder, which for QMCPACK checks
     the pseudopotential files). Registering the same config again changes nothing.
     """
@@ -94,7 +94,7 @@ def register(store: Store, config: CampaignConfig) -> Campaign:
     campaign = Campaign(store, config)
     initial, final = endpoints(config)
     committee = load_base_committee(config)
-    check_elements([initial, final], committee.atomic_numbers)
+    check_elements([initial, final, *training_anchors(config)], committee.atomic_numbers)
     with tempfile.TemporaryDirectory(prefix="mfal_check_") as scratch:
         backend_for(config.qmc, {}).prepare(initial, Path(scratch) / "job")
     created = store.put_campaign(config.name, config.to_document(), state="READY")

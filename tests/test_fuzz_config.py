@@ -175,10 +175,17 @@ def test_campaign_add_adds_a_valid_campaign_or_nothing(base_documents, launchpad
         ({"qmc": {"calculator": ":"}}, "cannot import calculator ':'"),
         ({"qmc": {"calculator": "os:getcwd"}}, "returned a str, not an ASE calculator"),
         ({"qmc": {"calculator": "math:sqrt"}}, "failed: TypeError"),
+        ({"committee": {"anchors": "ANCHORS", "max_anchors": 3}}, "could not be read"),
+        ({"system": {"kind": "mos2", "size": [400, 400]}}, "system.size.0"),
+        ({"system": {"kind": "h3", "far_distance": 1e300}}, "system.far_distance"),
+        ({"neb": {"fmax": float("inf")}}, "neb.fmax"),
+        ({"refit": {"force_weight": float("nan")}}, "refit.force_weight"),
     ],
 )
 def test_inputs_found_by_fuzzing_are_one_line_errors(committee_file, launchpad_file, tmp_path, monkeypatch, capsys,
                                                      change, fragment):
+    if change.get("committee", {}).get("anchors") == "ANCHORS":
+        change = {"committee": {**change["committee"], "anchors": str(committee_file)}}  # not a structure file
     path = write_document(tmp_path, tiny_h3_document("found", committee_file, **change), 2)
     status, _, err = run_cli(monkeypatch, capsys, "campaign", "add", str(path), "-l", str(launchpad_file))
     assert status == 1 and err.startswith("mfal: error: ") and fragment in err, err

@@ -24,7 +24,7 @@ class RefitSettings(BaseModel):
     and F_ref the forces of the member's own DFT-trained base model on the anchors.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     force_weight: float | None = Field(
         default=None,

@@ -28,9 +28,9 @@ STRUCTURE_FILE = "structure.extxyz"
 
 
 class StrictModel(BaseModel):
-    """Settings model that rejects unknown keys, so a typo is an error, not a default."""
+    """Settings model that rejects unknown keys, so a typo is an error, not a default, and inf or NaN."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     def label_key(self) -> dict:
         """The JSON-able settings that define a label, for its settings hash."""
