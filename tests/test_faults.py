@@ -9,6 +9,7 @@ computed again (every QMC computation is logged by the surrogate's calculator,
 :func:`tests.fault_worker.recording_leps`).
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import yaml
 
 from tests.campaign_helpers import (
     BIN,
+    REPO,
     assert_campaign_complete,
     environment,
     mfal,
@@ -229,3 +231,23 @@ def test_garbage_qmc_output_and_unwritable_job_directories_fizzle_the_labels_onl
     assert sorted(set(runs)) == sorted(doc["structure_hash"] for doc in store.labels.find())
     # NaN, truncated, computed but not writable (the directory took no new file), then the good run
     assert all(runs.count(structure) == 4 for structure in runs)
+
+
+@pytest.mark.slow
+def test_four_workers_on_twenty_labels_lose_and_repeat_nothing(committee_file, launchpad_file, tmp_path):
+    """Load: scripts/bench_workers.py runs 4 rlaunch workers on 20 labels per cycle and checks integrity."""
+    document = tiny_h3_document("load", committee_file, neb={"n_images": 20, "max_steps": 10},
+                                acquisition={"batch_size": 20}, refit={"calibrate": False},
+                                convergence={"max_cycles": 1, "max_labels": 20})
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_workers.py"), str(write_config(
+        tmp_path, document)), "-l", str(launchpad_file), "--workers", "4", "--json"], capture_output=True, text=True,
+        env=environment(tmp_path), cwd=tmp_path, timeout=TIMEOUT_S)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert not any(report["integrity"].values()), report["integrity"]
+    rates = report["throughput"]
+    assert rates["labels"] == 20 and rates["most_labels_running_at_once"] > 1
+    store, launchpad = store_and_launchpad(launchpad_file)
+    assert_campaign_complete(store, launchpad, "load")
+    print(f"4 workers, 20 labels: {rates['labels_per_s']} labels/s over the label phase, "
+          f"{rates['fireworks_per_s']} fireworks/s over the campaign")
