@@ -251,3 +251,24 @@ def test_four_workers_on_twenty_labels_lose_and_repeat_nothing(committee_file, l
     assert_campaign_complete(store, launchpad, "load")
     print(f"4 workers, 20 labels: {rates['labels_per_s']} labels/s over the label phase, "
           f"{rates['fireworks_per_s']} fireworks/s over the campaign")
+
+
+def test_qmc_job_with_a_huge_error_bar_stores_no_label(store, committee_file, tmp_path):
+    """A real (tiny) pyqmc DMC whose error bar is far above the campaign's limit: a failed job, nothing stored."""
+    from mfal import steps
+    from mfal.config import config_from_dict
+    from mfal.qmc import QmcJobFailed
+    from mfal.systems import h3_endpoints
+
+    qmc = {"backend": "pyqmc", "walkers": 20, "seed": 5, "mean_field": {"basis": "sto-3g"},
+           "optimisation": {"iterations": 0},
+           "dmc": {"timestep": 0.02, "steps_per_block": 5, "blocks": 12, "vmc_warmup_blocks": 1,
+                   "equilibration_time": 0.2},
+           "analysis": {"equilibration_blocks": 0, "min_blocks": 5, "max_error_eV": 1e-4}}
+    document = tiny_h3_document("huge-error", committee_file, fireworks={"qmc_work_dir": str(tmp_path / "jobs")})
+    document["qmc"] = qmc
+    campaign = steps.Campaign(store, config_from_dict(document))
+    structure = store.put_structure(h3_endpoints(3.5)[0])
+    with pytest.raises(QmcJobFailed, match=r"error bar \d+\.\d+ eV of .* is above the limit 0.0001 eV; run more"):
+        steps.label(campaign, structure)
+    assert store.labels.count_documents({}) == 0
