@@ -1,5 +1,6 @@
 """``mfal campaign resume`` on hand-made LaunchPad states (no worker needed)."""
 
+import subprocess
 import time
 
 import pytest
@@ -7,7 +8,7 @@ from fireworks import Firework, FWAction, FWorker, ScriptTask, Workflow
 
 from mfal.config import config_from_dict
 from mfal.resume import ResumeError, resume_campaign
-from tests.campaign_helpers import mfal, store_and_launchpad, tiny_h3_document
+from tests.campaign_helpers import BIN, environment, mfal, store_and_launchpad, tiny_h3_document
 from tests.fault_worker import can_refuse_writes, refuse_writes
 from tests.test_cli import assert_one_line_error
 
@@ -78,7 +79,10 @@ def test_launch_directory_that_refuses_writes_is_a_clear_error(committee_file, l
     refuse_writes([launches], True)
     try:
         result = mfal(tmp_path, "campaign", "resume", "stuck", "--run", "-l", str(launchpad_file), timeout=120)
+        plain = subprocess.run([str(BIN / "rlaunch"), "-l", str(launchpad_file), "rapidfire"], cwd=launches,
+                               capture_output=True, text=True, env=environment(tmp_path), timeout=120)
     finally:
         refuse_writes([launches], False)
     assert_one_line_error(result, f"cannot write the launch directory {launches / 'stuck'} (")
+    assert plain.returncode != 0 and "launcher_" in plain.stderr  # FireWorks cannot make its launcher folder
     assert launchpad.fireworks.find_one({"spec.mfal_campaign": "stuck"})["state"] == "READY"
