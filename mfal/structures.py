@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from ase import Atoms
 
 from mfal.errors import ConfigError
@@ -25,7 +26,7 @@ def read_structure(path: str | Path) -> Atoms:
         raise ConfigError(f"structure file {path} could not be read: {reason[:200]}") from None
     if not isinstance(atoms, Atoms) or len(atoms) == 0:
         raise ConfigError(f"structure file {path} holds no atoms")
-    return atoms
+    return _finite(atoms, path)
 
 
 def read_structures(path: str | Path) -> list[Atoms]:
@@ -41,7 +42,14 @@ def read_structures(path: str | Path) -> list[Atoms]:
         raise ConfigError(f"structure file {path} could not be read: {' '.join(str(exc).split())[:200]}") from None
     if not frames:
         raise ConfigError(f"structure file {path} holds no structures")
-    return [Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc) for atoms in frames]
+    return [_finite(Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc), path) for atoms in frames]
+
+
+def _finite(atoms: Atoms, path: Path) -> Atoms:
+    """Reject NaN or inf in positions or cell, which parse as numbers but poison every later step."""
+    if not (np.isfinite(atoms.positions).all() and np.isfinite(atoms.cell.array).all()):
+        raise ConfigError(f"structure file {path} holds non-finite (NaN or inf) coordinates or cell vectors")
+    return atoms
 
 
 def read_endpoints(initial: str | Path, final: str | Path) -> tuple[Atoms, Atoms]:
