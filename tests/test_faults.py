@@ -272,3 +272,38 @@ def test_qmc_job_with_a_huge_error_bar_stores_no_label(store, committee_file, tm
     with pytest.raises(QmcJobFailed, match=r"error bar \d+\.\d+ eV of .* is above the limit 0.0001 eV; run more"):
         steps.label(campaign, structure)
     assert store.labels.count_documents({}) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("wait_ms, survives", [(500, False), (60000, True)])
+def test_idle_worker_outlives_a_restart_when_its_launchpad_file_says_to_wait(wait_ms, survives, tmp_path):
+    """FireWorks' own polling has no retry: the worker's serverSelectionTimeoutMS decides whether it lives."""
+    from fireworks import Firework, LaunchPad, ScriptTask
+
+    server = EmbeddedServer(state_dir=tmp_path / "db_state", storage_path=tmp_path / "db_storage")
+    port = server.start().port
+    launchpad_file = tmp_path / "my_launchpad.yaml"
+    launchpad_file.write_text(yaml.safe_dump({"host": "127.0.0.1", "port": port, "name": "idle",
+                                              "mongoclient_kwargs": {"serverSelectionTimeoutMS": wait_ms}}))
+    launchpad = LaunchPad(host="127.0.0.1", port=port, name="idle")
+    launchpad.reset("", require_password=False)
+    (tmp_path / "worker").mkdir()
+    worker = subprocess.Popen([str(BIN / "rlaunch"), "-l", str(launchpad_file), "rapidfire", "--nlaunches",
+                               "infinite", "--sleep", "1"], cwd=tmp_path / "worker", env=environment(tmp_path),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(3)
+        server.stop()
+        time.sleep(3)
+        server.start(port=port)
+        (fw_id,) = launchpad.add_wf(Firework(ScriptTask.from_str("true"))).values()
+        deadline = time.monotonic() + 60
+        while launchpad.get_fw_by_id(fw_id).state != "COMPLETED" and worker.poll() is None:
+            assert time.monotonic() < deadline, "the firework was not run"
+            time.sleep(0.5)
+        assert (worker.poll() is None) == survives
+        assert launchpad.get_fw_by_id(fw_id).state == ("COMPLETED" if survives else "READY")
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        server.stop()
