@@ -162,8 +162,8 @@ def read_series(path: str | os.PathLike) -> Series:
     """Read a ``*.sNNN.scalar.dat`` or ``*.sNNN.dmc.dat`` file, checking it is complete.
 
     Raises :class:`ScalarFileError` when the file is missing, has no data rows, a
-    row with a different number of columns than the header (a run killed while
-    writing), or a value that is not a number.
+    row with a different number of columns than the header or a last row without
+    its line end (a run killed while writing), or a value that is not a number.
     """
     path = str(path)
     kind = next((k for k, ext in _EXTENSIONS.items() if path.endswith(ext)), None)
@@ -179,8 +179,12 @@ def read_series(path: str | os.PathLike) -> Series:
     if not os.path.isfile(path):
         raise ScalarFileError(f"{path}: file does not exist")
     with open(path) as handle:
-        header = handle.readline().split()
-        rows = [line.split() for line in handle if line.strip()]
+        lines = handle.read().splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        # QMCPACK ends every row with a newline: without one, the last number may be cut short.
+        raise ScalarFileError(f"{path}: the last line has no line end (truncated file)")
+    header = lines[0].split() if lines else []
+    rows = [line.split() for line in lines[1:] if line.strip()]
     if len(header) < 3 or header[0] != "#":
         raise ScalarFileError(f"{path}: first line is not a QMCPACK column header")
     names = header[2:]
