@@ -156,6 +156,9 @@ def explore(campaign: Campaign, cycle: int) -> dict:
     model_key = campaign.model_key(cycle)
     existing = store.get_neb_path(campaign.name, cycle)
     if existing is not None and existing.get("model_key") == model_key:
+        recorded = store.get_cycle(campaign.name, cycle)
+        if recorded is None or recorded.get("barrier") is None:  # the path was stored, the cycle not yet
+            _record_explored_cycle(campaign, cycle, existing)
         return {"barrier": existing["barrier"], "barrier_spread": existing["barrier_spread"], "reused": True}
     started = utcnow()
     committee = load_committee(campaign, cycle)
@@ -174,12 +177,16 @@ def explore(campaign: Campaign, cycle: int) -> dict:
     path = {**result.summary(), "model_key": model_key, "image_hashes": image_hashes,
             "member_energies": result.member_energies.T.tolist()}
     store.put_neb_path(campaign.name, cycle, path)
-    model_record, _ = store.get_model(model_key)
-    store.put_cycle(campaign.name, cycle, state="EXPLORED", barrier=result.barrier,
-                    barrier_spread=result.barrier_spread, model_key=model_key,
-                    label_ids=model_record.get("label_ids", []), neb_converged=result.converged,
-                    started_at=started)
+    _record_explored_cycle(campaign, cycle, path, started_at=started)
     return {"barrier": result.barrier, "barrier_spread": result.barrier_spread, "reused": False}
+
+
+def _record_explored_cycle(campaign: Campaign, cycle: int, path: dict, **fields) -> None:
+    """The cycle's barrier from its stored NEB path, with the labels its committee was refit on."""
+    model_record, _ = campaign.store.get_model(path["model_key"])
+    campaign.store.put_cycle(campaign.name, cycle, state="EXPLORED", barrier=path["barrier"],
+                             barrier_spread=path["barrier_spread"], model_key=path["model_key"],
+                             label_ids=model_record.get("label_ids", []), neb_converged=path["converged"], **fields)
 
 
 # -- refit -------------------------------------------------------------------------

@@ -307,3 +307,28 @@ def test_idle_worker_outlives_a_restart_when_its_launchpad_file_says_to_wait(wai
         worker.terminate()
         worker.wait(timeout=30)
         server.stop()
+
+
+def test_explore_rerun_after_a_death_between_its_two_writes_records_the_cycle(store, committee_file, tmp_path,
+                                                                              monkeypatch):
+    """The NEB path was stored, the cycle record not: the rerun reuses the path and fills the cycle in."""
+    from mfal import steps
+    from mfal.config import config_from_dict
+
+    class WorkerDied(Exception):
+        pass
+
+    def die(*args, **kwargs):
+        raise WorkerDied
+
+    monkeypatch.setenv("MFAL_HOME", str(tmp_path))
+    campaign = steps.register(store, config_from_dict(tiny_h3_document("window", committee_file,
+                                                                       neb={"max_steps": 10})))
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "put_cycle", die)
+        with pytest.raises(WorkerDied):
+            steps.explore(campaign, 0)
+    assert store.get_neb_path("window", 0) is not None and store.get_cycle("window", 0) is None
+    assert steps.explore(campaign, 0)["reused"]
+    assert store.history("window")[0]["barrier"] == store.get_neb_path("window", 0)["barrier"]
+    assert steps.converge(campaign, 0)["cycle"] == 0
