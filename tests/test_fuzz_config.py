@@ -15,14 +15,15 @@ from tests.campaign_helpers import store_and_launchpad, tiny_h3_document
 from tests.conftest import SHARED
 
 
+STRINGS = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12) | st.sampled_from(
+    ["h3", "mos2", "files", "qmcpack", "pyqmc", "surrogate", "FIRE", "cuda:7", "/", "~", "$HOME", "..", "float32",
+     "mfal.potentials.analytic:LEPSCalculator", "nope:nothing", "spread", "random"])
 LEAVES = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12),
-    st.sampled_from(["h3", "mos2", "files", "qmcpack", "pyqmc", "surrogate", "FIRE", "cuda:7", "/", "~", "$HOME",
-                     "mfal.potentials.analytic:LEPSCalculator", "nope:nothing", "float32", ".."]),
+    STRINGS,
 )
 VALUES = st.recursive(
     LEAVES,
@@ -49,7 +50,7 @@ def same_type_value(value):
     if isinstance(value, float):
         return st.floats(allow_nan=True, allow_infinity=True)
     if isinstance(value, str):
-        return LEAVES.filter(lambda v: isinstance(v, str))
+        return STRINGS
     return VALUES
 
 
@@ -142,7 +143,7 @@ def run_cli(monkeypatch, capsys, *args):
     return exit_info.value.code, captured.out, captured.err
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_campaign_add_adds_a_valid_campaign_or_nothing(base_documents, launchpad_file, tmp_path, monkeypatch,
                                                        capsys, data):
