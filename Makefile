@@ -27,10 +27,9 @@ test: $(STAMP)
 	$(BIN)/pytest -ra $(PYTEST_ARGS)
 
 # The H + H2 campaign: shipped PBE committee, real pyqmc DMC labels, embedded database.
+# DEMO_WORKERS rlaunch workers run a cycle's DMC labels side by side.
+DEMO_WORKERS ?= 2
+
 demo: $(STAMP)
 	$(BIN)/mfal db start
-	@if [ -f data/h3/committee.pt ]; then \
-		$(BIN)/mfal campaign run configs/h3_pyqmc.yaml; \
-	else \
-		echo "demo: the H3 base committee (data/h3/committee.pt) is not shipped yet; the database is up, nothing else to run"; \
-	fi
+	$(BIN)/mfal campaign run configs/h3_pyqmc.yaml --workers $(DEMO_WORKERS)
