@@ -125,7 +125,10 @@ class AcquisitionSection(Strict):
     strategy: str = Field("barrier_variance", description=f"One of {', '.join(STRATEGIES)}.")
     batch_size: int = Field(3, ge=1, le=100, description="Labels per cycle (k).")
     min_distance: float = Field(0.0, ge=0, description="Least RMS distance (Å) between picks (spread strategy).")
-    prior_floor: float = Field(0.01, gt=0, description="Model error (eV) beyond the committee spread.")
+    prior_floor: float = Field(
+        0.05, gt=0, description="Error (eV) of the low-fidelity energies that the committee spread cannot see: "
+        "a DFT-trained committee agrees with itself, not with QMC, and relative DFT energies are rarely "
+        "better than 0.05 eV.")
     expected_error: float = Field(0.01, gt=0, description="Expected QMC error bar (eV) for planning.")
 
     @field_validator("strategy")

@@ -63,7 +63,7 @@ def select_images(
     saddle_index: int | None = None,
     initial_index: int = 0,
     noise: float = 0.01,
-    prior_floor: float = 0.01,
+    prior_floor: float = 0.05,
     positions: Sequence[np.ndarray] | None = None,
     min_distance: float = 0.0,
     seed: int = 0,
