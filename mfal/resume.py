@@ -32,7 +32,6 @@ class ResumeReport:
     """What resume found and did, firework ids by kind."""
 
     campaign: str
-    workflow_id: int
     lost: list[dict] = field(default_factory=list)
     fizzled: list[dict] = field(default_factory=list)
     running: list[dict] = field(default_factory=list)
@@ -77,10 +76,10 @@ def resume_campaign(launchpad, store, name: str, expiration_s: float = DEFAULT_E
     query = {"fw_id": {"$in": workflow["nodes"]}}
     _, lost_ids, inconsistent_ids = launchpad.detect_lostruns(
         expiration_secs=expiration_s, query=query, rerun=True, refresh=True)
-    report = ResumeReport(name, min(workflow["nodes"]), refreshed=sorted(inconsistent_ids))
+    report = ResumeReport(name, refreshed=sorted(inconsistent_ids))
     projection = {"fw_id": 1, "state": 1, "spec.mfal_step": 1, "spec.mfal_cycle": 1}
     report.lost = list(launchpad.fireworks.find({"fw_id": {"$in": lost_ids}}, projection))
-    for fw in launchpad.fireworks.find({**query, "state": "FIZZLED"}, projection):
+    for fw in list(launchpad.fireworks.find({**query, "state": "FIZZLED"}, projection)):
         launchpad.rerun_fw(fw["fw_id"])
         report.fizzled.append(fw)
     now = datetime.now(timezone.utc)

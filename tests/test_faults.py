@@ -20,6 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mfal.campaign import add_campaign
+from mfal.config import load_config
+from mfal.db import EmbeddedServer
 from tests.campaign_helpers import (
     BIN,
     REPO,
@@ -30,15 +33,12 @@ from tests.campaign_helpers import (
     tiny_h3_document,
     write_config,
 )
-from mfal.campaign import add_campaign
-from mfal.config import load_config
-from mfal.db import EmbeddedServer
 from tests.fault_worker import RECORDING_LEPS, can_refuse_writes, qmc_runs, refuse_writes
 
 TIMEOUT_S = 300
 
 
-def fault_campaign(tmp_path, name, committee_file, **overrides) -> Path:
+def fault_campaign(tmp_path, name, committee_file) -> Path:
     """One cycle of two labels whose QMC jobs are logged to ``tmp_path/qmc_runs.log``."""
     calculator = {"log": str(tmp_path / "qmc_runs.log"), "poison": str(tmp_path / "poison")}
     document = tiny_h3_document(
@@ -48,8 +48,6 @@ def fault_campaign(tmp_path, name, committee_file, **overrides) -> Path:
         convergence={"max_cycles": 1},
         fireworks={"qmc_work_dir": str(tmp_path / "qmc_jobs")},
     )
-    for key, value in overrides.items():
-        document[key] = {**document[key], **value}
     return write_config(tmp_path, document)
 
 
@@ -60,8 +58,7 @@ def start_worker(tmp_path, launchpad_file, label, **faults) -> subprocess.Popen:
     env = {**environment(tmp_path), "MFAL_FAULT_DIR": str(tmp_path), **faults}
     with open(tmp_path / f"{label}.log", "ab") as log:
         return subprocess.Popen([sys.executable, "-m", "tests.fault_worker", "-l", str(launchpad_file), "rapidfire"],
-                                cwd=directory, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+                                cwd=directory, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def wait_for(condition, worker: subprocess.Popen, what: str, timeout: float = TIMEOUT_S) -> None:
