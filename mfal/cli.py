@@ -188,6 +188,9 @@ def campaign_resume(
     for line in report.lines(expiration_s):
         console.print(f"campaign {campaign!r}: {line}")
     if run:
+        if report.running:
+            console.print(f"campaign {campaign!r}: the workers here also wait for the {len(report.running)} RUNNING "
+                          "firework(s) above; if their workers are gone, stop and resume with a shorter --expiration")
         config = config_from_dict(store.get_campaign(campaign)["config"], source=f"campaign {campaign!r}")
         summary = run_campaign_locally(config, launchpad, console, workers=workers)
         history(summary.name, launchpad=launchpad, as_json=False, plot=False)
