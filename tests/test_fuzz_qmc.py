@@ -12,6 +12,7 @@ from mfal.qmc.base import HARTREE_EV, QmcJobFailed
 from mfal.qmc.qmcpack_analysis import DmcAnalysisSettings, analyse_dmc_series
 from tests.campaign_helpers import tiny_h3_document
 from tests.conftest import SHARED
+from tests.test_fuzz_config import run_cli
 
 REFERENCE = SHARED / "qmcpack-reference"
 DMC_FILES = sorted((REFERENCE / "diamond_gamma" / "dmc").glob("dmc.s00*.scalar.dat"))
@@ -126,3 +127,15 @@ def test_label_step_stores_the_whole_result_or_nothing(qmcpack_campaign, fractio
     shutil.copyfile(source, output)
     intact = backend_for(campaign.config.qmc, {}).analyse(job)
     assert (record["energy"], record["error"]) == (intact.energy_eV, intact.error_eV)
+
+
+@FUZZ
+@given(index=st.integers(0, len(DMC_FILES) - 1), fraction=st.floats(0, 1))
+def test_mfal_qmc_analyse_on_a_cut_file_prints_a_table_or_one_error_line(tmp_path, monkeypatch, capsys, index,
+                                                                         fraction):
+    path, _ = cut_copy(DMC_FILES[index], tmp_path, fraction)
+    status, out, err = run_cli(monkeypatch, capsys, "qmc", "analyse", str(path), "-e", "5")
+    if status == 0:
+        assert path.read_bytes().endswith(b"\n") and "LocalEnergy" in out and err == ""
+    else:
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and str(path) in err, err
