@@ -94,6 +94,22 @@ def test_fireworks_launchpad_works_through_the_written_launchpad_file(auth_home,
     launchpad.connection.drop_database(record["name"])
 
 
+def test_local_worker_gets_the_credentials_in_a_private_temporary_file(auth_home, credentials, monkeypatch):
+    from fireworks import LaunchPad
+
+    from mfal.connection import resolve_target
+    from mfal.runner import worker_launchpad_file
+
+    monkeypatch.setenv("MFAL_HOME", str(auth_home))
+    target = resolve_target()
+    assert target.source == "embedded server" and credentials.password not in target.describe()
+    with worker_launchpad_file(target) as path:
+        assert private(path) and yaml.safe_load(path.read_text())["password"] == credentials.password
+        status = LaunchPad.from_file(str(path)).db.command("connectionStatus")
+        assert status["authInfo"]["authenticatedUsers"] == [{"user": credentials.username, "db": "admin"}]
+    assert not path.exists()
+
+
 def test_restart_keeps_auth_on_with_the_same_user(tmp_path):
     server = EmbeddedServer(state_dir=tmp_path / "home", storage_path=tmp_path / "storage")
     server.start(auth=True)
