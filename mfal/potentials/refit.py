@@ -23,9 +23,9 @@ parameters, and every optimiser step would then need a second-order backward
 pass over all anchors (tens of seconds for 100 MoS2 cells on 2 cores) instead
 of one backward pass per output weight, once.
 
-Committee: member m refits on its own bootstrap resample of the labels, with
-energies perturbed by N(0, sigma), starting from its own base weights, so the
-spread reflects what the labels leave undetermined. All randomness comes from
+Committee: member m refits on all labels (or, with ``bootstrap``, on its own
+resample of them) with energies perturbed by N(0, sigma), starting from its own
+base weights, so the spread reflects what the labels leave undetermined. All randomness comes from
 ``settings.seed``.
 """
 

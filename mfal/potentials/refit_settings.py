@@ -45,7 +45,12 @@ class RefitSettings(BaseModel):
         default="auto",
         description="auto: one shared per-atom offset when all labels share one composition, else per element",
     )
-    bootstrap: bool = Field(default=True, description="each member refits on its own bootstrap resample")
+    bootstrap: bool = Field(
+        default=False,
+        description="each member refits on its own bootstrap resample of the labels; off by default because "
+        "with the few labels of early cycles a resample that misses the saddle (or its reference) leaves that "
+        "member unable to move the barrier at all, which drags the committee mean back to the DFT barrier",
+    )
     perturb_energies: bool = Field(
         default=True, description="each member's label energies get N(0, sigma) noise of their own"
     )
