@@ -210,10 +210,18 @@ def _reference(config: dict, notes: list[str]) -> tuple[str, float] | None:
     from mfal.runner import reference_barrier
 
     try:
-        return reference_barrier(config_from_dict(config, source="stored campaign config"))
+        reference = reference_barrier(config_from_dict(config, source="stored campaign config"))
     except ConfigError as exc:
         notes.append(f"reference barrier not shown: the stored config does not validate on this machine ({exc}).")
         return None
+    qmc = config["qmc"]
+    if reference and qmc["backend"] == "surrogate":
+        source = qmc.get("calculator") or qmc.get("model_file")
+        notes.append(f"The labels come from a surrogate ({source}, noise {qmc.get('noise_sigma_eV', 0):g} eV), not "
+                     f"from QMC: the campaign converges to the surrogate's own barrier, not to the {reference[0]} "
+                     f"barrier of the real system ({reference[1]:.3f} eV) drawn for comparison.")
+        return f"{reference[0]}, real system", reference[1]
+    return reference
 
 
 # -- figures -------------------------------------------------------------------------

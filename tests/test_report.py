@@ -49,7 +49,7 @@ def test_report_of_a_stored_campaign(store, tmp_path, monkeypatch):
         assert png.startswith(PNG_SIGNATURE) and images[stem] == png
     rows = re.findall(r"<tr><td>(\d+)</td>", page)
     assert rows == [str(cycle) for cycle in range(last + 1)]
-    assert "exact barrier 0.417 eV" in page
+    assert "exact, real system barrier 0.417 eV" in page and "converges to the surrogate&#x27;s own barrier" in page
 
     data = collect(store, "report-h3")
     n_labels = store.labels.count_documents({"campaign": "report-h3"})
@@ -57,7 +57,7 @@ def test_report_of_a_stored_campaign(store, tmp_path, monkeypatch):
     assert [refit.cycle for refit in data.refits] == list(range(last))
     assert all(view.reference_energy is not None for view in data.cycles)
     assert data.refits[-1].predictions.shape == (4, n_labels)
-    assert data.reference == ("exact", 0.417)
+    assert data.reference == ("exact, real system", 0.417)
 
     chart = history_plot(store.history("report-h3")).splitlines()
     assert len(chart) == last + 2 and all("●" in line for line in chart[1:])
