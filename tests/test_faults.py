@@ -92,7 +92,8 @@ def kill_inside(tmp_path, launchpad_file, step: str) -> None:
 
 
 def running_steps(launchpad, name) -> list[str]:
-    return [fw["spec"]["mfal_step"] for fw in launchpad.fireworks.find({"spec.mfal_campaign": name, "state": "RUNNING"})]
+    running = launchpad.fireworks.find({"spec.mfal_campaign": name, "state": "RUNNING"})
+    return [fw["spec"]["mfal_step"] for fw in running]
 
 
 @pytest.mark.slow
