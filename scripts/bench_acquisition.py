@@ -81,12 +81,12 @@ from mfal.efficiency import (  # noqa: E402
     median_labels,
     stopping_point,
 )
-from mfal.errors import ConfigError  # noqa: E402
+from mfal.errors import ConfigError, MfalError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEM_CONFIGS = {"h3": REPO / "configs" / "h3_pyqmc.yaml", "mos2": REPO / "configs" / "mos2_surrogate.yaml"}
 LEPS = "mfal.potentials.analytic:LEPSCalculator"
-STRATEGIES = ("barrier_variance", "spread", "random", "all", "paper")
+STRATEGIES = ("barrier_variance", "random", "paper", "spread", "all")
 DEFAULT_STRATEGY = "barrier_variance"
 STEP_NAMES = ("explore", "converge", "select", "label", "refit")
 TRUTH_FMAX = 0.002
@@ -105,10 +105,10 @@ def committee_section(system: str, committee: Path | None, anchors: Path | None,
             raise ConfigError(f"no shipped committee {shipped.relative_to(REPO)} yet; pass one with --committee FILE")
         return {"shipped": system, "max_anchors": max_anchors}, f"shipped committee {shipped.relative_to(REPO)}"
     dataset = REPO_DATA / system / f"{system}_pbe.extxyz"
-    section = {"files": [str(committee)], "max_anchors": max_anchors}
+    section = {"files": [str(committee.resolve())], "max_anchors": max_anchors}
     anchor_file = anchors or (dataset if dataset.is_file() else None)
     if anchor_file is not None:
-        section["anchors"] = str(anchor_file)
+        section["anchors"] = str(anchor_file.resolve())
     else:
         section["max_anchors"] = 0
     return section, f"committee file {committee} (anchors: {anchor_file or 'none'})"
@@ -116,7 +116,7 @@ def committee_section(system: str, committee: Path | None, anchors: Path | None,
 
 def truth_section(system: str, truth_model: Path | None) -> dict:
     if truth_model is not None:
-        return {"backend": "surrogate", "model_file": str(truth_model)}
+        return {"backend": "surrogate", "model_file": str(truth_model.resolve())}
     if system == "h3":
         return {"backend": "surrogate", "calculator": LEPS}
     raise ConfigError(f"system {system!r} has no analytic truth; give a high-fidelity MACE model with --truth-model")
@@ -386,7 +386,10 @@ def campaign_target(server, name: str):
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--out", type=Path, required=True, help="output folder (must not hold a previous run)")
+    parser.add_argument("--out", type=Path, help="output folder (must not hold a previous run)")
+    parser.add_argument("--summarise", type=Path, metavar="RESULTS_JSON",
+                        help="only summarise a results.json written before (e.g. by an interrupted run): "
+                             "table, ratio and figure beside it")
     parser.add_argument("--system", choices=sorted(SYSTEM_CONFIGS), default="h3")
     parser.add_argument("--committee", type=Path, default=None,
                         help="base committee file (default: the shipped data/<system>/committee.pt)")
@@ -416,6 +419,12 @@ def parse_args():
         path = getattr(args, option)
         if path is not None and not path.is_file():
             parser.error(f"--{option.replace('_', '-')} {path}: no such file")
+    if args.summarise is not None:
+        if not args.summarise.is_file():
+            parser.error(f"--summarise {args.summarise}: no such file")
+        return args
+    if args.out is None:
+        parser.error("--out is required (or --summarise RESULTS_JSON)")
     if args.out.exists() and any(args.out.iterdir()):
         parser.error(f"--out {args.out} is not empty; give a new folder (its database would mix two runs)")
     return args
@@ -423,6 +432,9 @@ def parse_args():
 
 def main() -> None:
     args = parse_args()
+    if args.summarise is not None:
+        summarise_results(json.loads(args.summarise.read_text()), args.summarise.parent)
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     args.out = args.out.resolve()
     os.environ["MFAL_HOME"] = str(args.out / "home")  # the benchmark's own embedded database
@@ -450,8 +462,8 @@ def main() -> None:
                "own_convergence": rules.model_dump(), "runs": {}}
     server = embedded_target(start=True)
     try:
-        for strategy in args.strategies:
-            for seed in range(args.seeds):
+        for seed in range(args.seeds):  # seeds outermost: an interrupted benchmark has every strategy alike
+            for strategy in args.strategies:
                 config = campaign_config(args, strategy, seed, committee, truth_qmc, work)
                 start = time.perf_counter()
                 run = run_plain(Store.from_target(campaign_target(server, config.name)), config)
@@ -463,13 +475,7 @@ def main() -> None:
                       f"{last['barrier']:.3f} ± {last['spread']:.3f} eV (|error| {abs(last['barrier'] - truth['barrier']):.3f}), "
                       f"{run['wall_seconds']:.0f} s", flush=True)
         if results["runs"]:
-            results["summaries"] = {
-                strategy: summarise(runs, truth["barrier"], args.threshold, rules, args.batch_size)
-                for strategy, runs in results["runs"].items()}
-            results["ratio"] = label_ratio(results["summaries"])
-            print(f"\n{table(results['summaries'], args.threshold)}\n{results['ratio']}", flush=True)
-            plot(results, args.out / "efficiency.png")
-            write_results(results, args.out)
+            summarise_results(results, args.out)
         if args.fireworks:
             config = campaign_config(args, DEFAULT_STRATEGY, 0, committee, truth_qmc, work,
                                      name=f"bench-{args.system}-fireworks", fixed_budget=False)
@@ -489,10 +495,25 @@ def main() -> None:
         EmbeddedServer().stop()
 
 
+def summarise_results(results: dict, out: Path) -> None:
+    """Table, label ratio and figure from the raw runs; written into ``out`` with the raw numbers."""
+    rules = ConvergenceSection(**results["own_convergence"])
+    truth, threshold = results["truth"]["barrier"], results["threshold"]
+    results["summaries"] = {strategy: summarise(runs, truth, threshold, rules, results["batch_size"])
+                            for strategy, runs in results["runs"].items()}
+    results["ratio"] = label_ratio(results["summaries"])
+    print(f"\n{table(results['summaries'], threshold)}\n{results['ratio']}", flush=True)
+    plot(results, out / "efficiency.png")
+    write_results(results, out)
+
+
 def write_results(results: dict, out: Path) -> None:
     """The raw numbers so far (rewritten after every run, so an interrupted benchmark keeps them)."""
     (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except MfalError as exc:
+        raise SystemExit(f"bench_acquisition: error: {exc}") from None
