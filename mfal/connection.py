@@ -58,7 +58,8 @@ class DbTarget:
 
     def describe(self) -> str:
         """A human-readable location that never contains the password."""
-        where = f"{redact(self.host)} (database {self.name})" if self.uri_mode else f"{self.host}:{self.port}/{self.name}"
+        host = redact(self.host)  # pymongo takes a URI as host even without uri_mode
+        where = f"{host} (database {self.name})" if self.uri_mode else f"{host}:{self.port}/{self.name}"
         return f"{where}, from {self.source}"
 
     def client_kwargs(self) -> dict:
@@ -83,6 +84,8 @@ class DbTarget:
             client.admin.command("ping")
         except PyMongoError as exc:
             raise DatabaseError(f"cannot reach MongoDB at {self.describe()}: {database_failure(exc)}") from None
+        except (TypeError, ValueError) as exc:  # pymongo's checks of option values
+            raise ConfigError(f"invalid MongoDB client settings for {self.describe()}: {redact(str(exc))}") from None
         return client
 
     def database(self):
@@ -162,6 +165,9 @@ def target_from_launchpad_file(path: Path, source: str) -> DbTarget:
         port = record.get("port", 27017)
         if not isinstance(port, int) or not 0 < port < 65536:
             raise ConfigError(f"launchpad file {path}: port must be an integer 1-65535, got {port!r}")
+    for key in ("username", "password", "authsource"):
+        if record.get(key) is not None and not (isinstance(record[key], str) and record[key]):
+            raise ConfigError(f"launchpad file {path}: {key!r} must be a non-empty string (quote it in the YAML file)")
     kwargs = record.get("mongoclient_kwargs") or {}
     if not isinstance(kwargs, dict):
         raise ConfigError(f"launchpad file {path}: mongoclient_kwargs must be a mapping, got {kwargs!r}")
@@ -202,9 +208,13 @@ def embedded_target(start: bool = True) -> DbTarget:
                     mongoclient_kwargs={"authMechanism": credentials.mechanism})
 
 
+#: ``user:password@`` with an optional ``scheme://`` before it (pymongo also takes a host without a scheme).
+CREDENTIALS_IN_TEXT = re.compile(r"(?<![\w+.-])((?:[A-Za-z][\w+.-]*://)?[^:/@\s'\"]+:)[^@\s'\"]*@")
+
+
 def redact(text: str) -> str:
-    """Replace the password in any ``scheme://user:password@host`` URI by ``***``."""
-    return re.sub(r"(://[^:/@\s]+:)[^@\s]*@", r"\1***@", text)
+    """Replace the password of any ``[scheme://]user:password@host`` in ``text`` by ``***``."""
+    return CREDENTIALS_IN_TEXT.sub(r"\1***@", text)
 
 
 def _uri_database(uri: str, where) -> str:
