@@ -81,6 +81,21 @@ class PyqmcDmcSettings(StrictModel):
                                "to whole blocks of steps_per_block * timestep.")
 
 
+class PyqmcAnalysisSettings(DmcAnalysisSettings):
+    """QMCPACK's label checks with pyqmc's defaults.
+
+    A subclass rather than a default instance, so that a config naming one of
+    its keys keeps these defaults for the others.
+    """
+
+    equilibration_blocks: int | Literal["auto"] = Field(
+        0, description="Blocks dropped beyond dmc.equilibration_time, which already sets the projection "
+                       "time dropped; 'auto' uses qmca's bounce heuristic.")
+    max_error_eV: float | None = Field(
+        0.05, gt=0, description="Largest acceptable one-sigma error bar of the total energy (eV); "
+                                "None accepts any.")
+
+
 class PyqmcSettings(StrictModel):
     """Everything that defines a pyqmc label (its hash keys the label)."""
 
@@ -90,9 +105,8 @@ class PyqmcSettings(StrictModel):
     mean_field: MeanFieldSettings = Field(default_factory=MeanFieldSettings)
     optimisation: JastrowOptimisationSettings = Field(default_factory=JastrowOptimisationSettings)
     dmc: PyqmcDmcSettings = Field(default_factory=PyqmcDmcSettings)
-    analysis: DmcAnalysisSettings = Field(
-        default_factory=lambda: DmcAnalysisSettings(equilibration_blocks=0, min_blocks=50,
-                                                    max_error_eV=0.05),
+    analysis: PyqmcAnalysisSettings = Field(
+        default_factory=PyqmcAnalysisSettings,
         description="Label checks; equilibration_blocks is added to dmc.equilibration_time.")
 
     def equilibration_blocks(self) -> int:
