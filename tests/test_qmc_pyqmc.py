@@ -58,6 +58,14 @@ def test_label_checks_apply(tmp_path):
         PyqmcBackend(_tiny()).analyse(tmp_path / "nothing")
 
 
+def test_naming_one_label_check_keeps_pyqmcs_defaults_for_the_others():
+    defaults = PyqmcSettings().analysis
+    changed = PyqmcSettings(analysis={"max_error_eV": 0.1}).analysis
+    assert changed.max_error_eV == 0.1 and defaults.max_error_eV == 0.05
+    assert changed.equilibration_blocks == defaults.equilibration_blocks == 0
+    assert changed.min_blocks == defaults.min_blocks
+
+
 def test_bad_inputs_fail_before_any_work(tmp_path):
     slab = _h2()
     slab.cell = [5, 5, 5]
