@@ -29,8 +29,8 @@ the surrogate's noise, the random picks, the refit's resampling and the
 anchor subset; the base committee is the same for all.
 
 Reported per strategy: labels until |barrier - truth| <= ``--threshold`` for
-good (median over seeds, a seed that never got there counting as infinitely
-many), the final |error|, the fraction of refit cycles (1 and later) whose
+good, and the same for ``--tight-threshold`` (median over seeds, a seed that
+never got there counting as infinitely many), the final |error|, the fraction of refit cycles (1 and later) whose
 truth lies within 1 and 2 committee barrier spreads, and where the config's
 own convergence rule would have stopped (labels, |error|). Writes
 ``efficiency.png`` (|error| and spread against labels, median and min-max
@@ -229,10 +229,11 @@ def history_points(run: dict) -> list[HistoryPoint]:
 
 
 # -- summary -----------------------------------------------------------------------
-def summarise(runs: list[dict], truth: float, threshold: float, rules, batch_size: int) -> dict:
+def summarise(runs: list[dict], truth: float, thresholds: list[float], rules, batch_size: int) -> dict:
     """One strategy's numbers over its seeds (see the module docstring)."""
     histories = [history_points(run) for run in runs]
-    to_threshold = [labels_to_threshold(history, truth, threshold) for history in histories]
+    to_threshold = {str(threshold): [labels_to_threshold(history, truth, threshold) for history in histories]
+                    for threshold in thresholds}
     refit_cycles = [history[1:] for history in histories if len(history) > 1]
     within = {}
     for n_sigma in (1, 2):
@@ -240,12 +241,11 @@ def summarise(runs: list[dict], truth: float, threshold: float, rules, batch_siz
         inside, total = sum(c[0] for c in counts), sum(c[1] for c in counts)
         within[n_sigma] = inside / total if total else float("nan")
     stops = [stopping_point(history, rules, batch_size) for history in histories]
-    final_errors = [abs(history[-1].barrier - truth) for history in histories]
     return {
         "labels_to_threshold": to_threshold,
-        "median_labels_to_threshold": median_labels(to_threshold),
+        "median_labels_to_threshold": {key: median_labels(values) for key, values in to_threshold.items()},
         "final_labels": [history[-1].n_labels for history in histories],
-        "final_abs_error": final_errors,
+        "final_abs_error": [abs(history[-1].barrier - truth) for history in histories],
         "within_1_sigma": within[1],
         "within_2_sigma": within[2],
         "stop_cycle": [cycle for cycle, _ in stops],
@@ -255,36 +255,45 @@ def summarise(runs: list[dict], truth: float, threshold: float, rules, batch_siz
     }
 
 
-def table(summaries: dict[str, dict], threshold: float) -> str:
-    header = (f"{'strategy':<17} {'labels to ' + format(threshold, 'g') + ' eV':>18} {'reached':>8} "
-              f"{'final |err| eV':>17} {'final labels':>12} {'in 1σ':>6} {'in 2σ':>6} "
+def _labels_cell(values: list[int | None], median: float) -> str:
+    """'median [min-max] k/n': labels to a threshold over seeds, and how many seeds got there."""
+    reached = [value for value in values if value is not None]
+    count = f"{len(reached)}/{len(values)}"
+    if np.isfinite(median):
+        return f"{median:.0f} [{min(reached)}-{max(reached)}] {count}"
+    return f"not reached {count}"
+
+
+def table(summaries: dict[str, dict], thresholds: list[float]) -> str:
+    columns = "".join(f" {'labels to ' + format(t, 'g') + ' eV':>20}" for t in thresholds)
+    header = (f"{'strategy':<17}{columns} {'final |err| eV':>17} {'final labels':>12} {'in 1σ':>6} {'in 2σ':>6} "
               f"{'own stop: labels, |err| eV':>27} {'s/run':>6}")
     lines = [header, "-" * len(header)]
     for strategy, s in summaries.items():
-        reached = [v for v in s["labels_to_threshold"] if v is not None]
-        median = s["median_labels_to_threshold"]
-        labels = (f"{median:.0f} [{min(reached)}-{max(reached)}]" if np.isfinite(median)
-                  else "not reached" if not reached else f">{max(reached)} (median)")
+        cells = "".join(f" {_labels_cell(s['labels_to_threshold'][str(t)], s['median_labels_to_threshold'][str(t)]):>20}"
+                        for t in thresholds)
         errors = s["final_abs_error"]
         stop = f"{np.median(s['stop_labels']):.0f}, {np.median(s['stop_abs_error']):.3f}"
         lines.append(
-            f"{strategy:<17} {labels:>18} {len(reached):>3}/{len(errors):<4} "
-            f"{np.median(errors):>7.3f} [≤{max(errors):.3f}] {np.median(s['final_labels']):>12.0f} "
-            f"{s['within_1_sigma']:>6.2f} {s['within_2_sigma']:>6.2f} {stop:>27} {np.median(s['wall_seconds']):>6.0f}")
+            f"{strategy:<17}{cells} {np.median(errors):>7.3f} [≤{max(errors):.3f}] "
+            f"{np.median(s['final_labels']):>12.0f} {s['within_1_sigma']:>6.2f} {s['within_2_sigma']:>6.2f} "
+            f"{stop:>27} {np.median(s['wall_seconds']):>6.0f}")
     return "\n".join(lines)
 
 
-def label_ratio(summaries: dict[str, dict]) -> str:
+def label_ratio(summaries: dict[str, dict], threshold: float) -> str:
+    """labels(barrier_variance) / labels(random) to reach ``threshold``, medians over seeds."""
+    name = f"labels(barrier_variance)/labels(random) to {threshold:g} eV"
     if DEFAULT_STRATEGY not in summaries or "random" not in summaries:
-        return "labels(barrier_variance)/labels(random): needs both strategies"
-    default = summaries[DEFAULT_STRATEGY]["median_labels_to_threshold"]
-    random_ = summaries["random"]["median_labels_to_threshold"]
+        return f"{name}: needs both strategies"
+    default = summaries[DEFAULT_STRATEGY]["median_labels_to_threshold"][str(threshold)]
+    random_ = summaries["random"]["median_labels_to_threshold"][str(threshold)]
     if not np.isfinite(default):
-        return "labels(barrier_variance)/labels(random): barrier_variance did not reach the threshold (median)"
+        return f"{name}: barrier_variance did not reach it (median over seeds)"
     if not np.isfinite(random_):
-        return (f"labels(barrier_variance)/labels(random) < {default:.0f}/{max(summaries['random']['final_labels'])} "
-                "(random did not reach the threshold within the budget, median)")
-    return f"labels(barrier_variance)/labels(random) = {default:.0f}/{random_:.0f} = {default / random_:.2f} (target <= 0.5)"
+        return (f"{name} < {default:.0f}/{max(summaries['random']['final_labels'])} "
+                "(random did not reach it within the budget, median over seeds)")
+    return f"{name} = {default:.0f}/{random_:.0f} = {default / random_:.2f} (target <= 0.5)"
 
 
 # -- figure ------------------------------------------------------------------------
@@ -301,11 +310,15 @@ def plot(results: dict, path: Path) -> None:
         labels = band([[row["n_labels"] for row in run["cycles"]] for run in runs])["median"]
         errors = band([[abs(row["barrier"] - truth) for row in run["cycles"]] for run in runs])
         spreads = band([[row["spread"] for row in run["cycles"]] for run in runs])
-        marker = "s" if strategy == "paper" else "o"
+        # The paper protocol has no cycles in between: its two points are joined by a dotted line only.
+        style = {"marker": "s", "linestyle": ":"} if strategy == "paper" else {"marker": "o"}
         for axes, values in ((error_axes, errors), (spread_axes, spreads)):
             axes.fill_between(labels, values["min"], values["max"], color=color, alpha=0.18, linewidth=0)
-            axes.plot(labels, values["median"], marker=marker, markersize=4, color=color, label=strategy)
+            axes.plot(labels, values["median"], markersize=4, color=color, label=strategy, **style)
     error_axes.axhline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {threshold:g} eV")
+    if results["noise"] > 0:
+        error_axes.axhline(results["noise"], color="0.5", linestyle=":", linewidth=1,
+                           label=f"noise of one label {results['noise']:g} eV")
     error_axes.set_ylabel("|barrier − true barrier| (eV)")
     error_axes.set_title(f"Barrier error (true barrier {truth:.3f} eV)")
     spread_axes.set_ylabel("committee barrier spread σ (eV)")
@@ -316,7 +329,7 @@ def plot(results: dict, path: Path) -> None:
         axes.grid(True, which="major", alpha=0.3)
     error_axes.legend(fontsize=8)
     seeds = len(next(iter(results["runs"].values())))
-    figure.suptitle(f"{results['system'].upper()}: median over {seeds} seeds, band min-max; "
+    figure.suptitle(f"{results['system'].upper()}: median over {seeds} seed(s), band min-max; "
                     f"surrogate noise {results['noise']:g} eV", fontsize=10)
     FigureCanvasAgg(figure).print_png(str(path))
 
@@ -407,14 +420,16 @@ def parse_args():
                         help="NEB force threshold of the fixed-budget runs, eV/Å (the FireWorks run keeps the config's)")
     parser.add_argument("--noise", type=float, default=0.01, help="surrogate noise sigma, eV")
     parser.add_argument("--threshold", type=float, default=0.05, help="|barrier - truth| target, eV")
+    parser.add_argument("--tight-threshold", type=float, default=0.02,
+                        help="a second, tighter |barrier - truth| target (eV) reported beside --threshold")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--fireworks", action=argparse.BooleanOptionalAction, default=True,
                         help="also run one campaign through FireWorks and measure its overhead")
     args = parser.parse_args()
-    if args.seeds < 1 or args.cycles < 1 or args.batch_size < 1 or args.noise < 0 or args.threshold <= 0 \
+    if args.seeds < 1 or args.cycles < 1 or args.batch_size < 1 or args.noise < 0 or args.threshold <= 0 or args.tight_threshold <= 0 \
             or args.neb_fmax <= 0 or args.max_anchors < 0:
         parser.error("--seeds, --cycles and --batch-size must be >= 1, --noise and --max-anchors >= 0, "
-                     "--threshold and --neb-fmax > 0")
+                     "--threshold, --tight-threshold and --neb-fmax > 0")
     for option in ("committee", "anchors", "truth_model"):
         path = getattr(args, option)
         if path is not None and not path.is_file():
@@ -433,7 +448,9 @@ def parse_args():
 def main() -> None:
     args = parse_args()
     if args.summarise is not None:
-        summarise_results(json.loads(args.summarise.read_text()), args.summarise.parent)
+        results = json.loads(args.summarise.read_text())
+        results["tight_threshold"] = args.tight_threshold
+        summarise_results(results, args.summarise.parent)
         return
     args.out.mkdir(parents=True, exist_ok=True)
     args.out = args.out.resolve()
@@ -457,7 +474,7 @@ def main() -> None:
           f"(converged {truth['converged']}, {time.perf_counter() - start:.1f} s)", flush=True)
 
     results = {"system": args.system, "committee": committee_line, "truth": truth, "noise": args.noise,
-               "threshold": args.threshold, "batch_size": args.batch_size, "cycles": args.cycles,
+               "threshold": args.threshold, "tight_threshold": args.tight_threshold, "batch_size": args.batch_size, "cycles": args.cycles,
                "neb_fmax": args.neb_fmax, "max_anchors": args.max_anchors, "seeds": args.seeds,
                "own_convergence": rules.model_dump(), "runs": {}}
     server = embedded_target(start=True)
@@ -496,13 +513,13 @@ def main() -> None:
 
 
 def summarise_results(results: dict, out: Path) -> None:
-    """Table, label ratio and figure from the raw runs; written into ``out`` with the raw numbers."""
+    """Table, label ratios and figure from the raw runs; written into ``out`` with the raw numbers."""
     rules = ConvergenceSection(**results["own_convergence"])
-    truth, threshold = results["truth"]["barrier"], results["threshold"]
-    results["summaries"] = {strategy: summarise(runs, truth, threshold, rules, results["batch_size"])
+    truth, thresholds = results["truth"]["barrier"], [results["threshold"], results["tight_threshold"]]
+    results["summaries"] = {strategy: summarise(runs, truth, thresholds, rules, results["batch_size"])
                             for strategy, runs in results["runs"].items()}
-    results["ratio"] = label_ratio(results["summaries"])
-    print(f"\n{table(results['summaries'], threshold)}\n{results['ratio']}", flush=True)
+    results["ratio"] = [label_ratio(results["summaries"], threshold) for threshold in thresholds]
+    print("\n" + table(results["summaries"], thresholds) + "\n" + "\n".join(results["ratio"]), flush=True)
     plot(results, out / "efficiency.png")
     write_results(results, out)
 
