@@ -103,12 +103,12 @@ class MoS2BondModel(Calculator):
         self.results = {"energy": energy, "free_energy": energy, "forces": forces}
 
 
-def mos2_bond_frames(n_rattled: int = 3, seed: int = 0) -> list:
+def mos2_bond_frames(n_rattled: int = 4, amplitude: float = 0.1, seed: int = 0) -> list:
     """Training structures of the 3x3 vacancy hop labelled by :class:`MoS2BondModel`.
 
     The 5 inner IDPP images (where a committee NEB starts) and the 7 images of
     the bond model's own converged NEB (where it should end), each with
-    ``n_rattled`` copies whose atoms are displaced by N(0, 0.05 Å).
+    ``n_rattled`` copies whose atoms are displaced by N(0, ``amplitude`` Å).
     """
     from ase.mep import NEB
     from ase.optimize import FIRE
@@ -130,7 +130,7 @@ def mos2_bond_frames(n_rattled: int = 3, seed: int = 0) -> list:
         frames.append(image.copy())
         for _ in range(n_rattled):
             rattled = image.copy()
-            rattled.positions += rng.normal(0.0, 0.05, rattled.positions.shape)
+            rattled.positions += rng.normal(0.0, amplitude, rattled.positions.shape)
             frames.append(rattled)
     model = MoS2BondModel()
     for frame in frames:
@@ -174,7 +174,7 @@ def readout_variants(committee, scales) -> "Committee":
 def tiny_mos2_committees(directory: Path, truth_scale: float = 1.3, seed: int = 0) -> tuple[Path, Path]:
     """A four-member base committee for the MoS2 vacancy hop and the surrogate 'QMC' truth for it.
 
-    One tiny MACE network is trained on :func:`mos2_bond_frames` (about 15 s on
+    One tiny MACE network is trained on :func:`mos2_bond_frames` (about 25 s on
     one core). The base committee's members are copies of it with their readout
     output weights perturbed by 10 % each; the truth is the network with its
     readout output weights scaled by ``truth_scale`` (four equal members, so
