@@ -90,6 +90,19 @@ def test_mace_model_file_as_reference(tmp_path):
     assert result.error_eV == 0.0
 
 
+def test_model_file_labels_are_keyed_by_content_not_path(tmp_path):
+    first, second = tmp_path / "a.pt", tmp_path / "b.pt"
+    first.write_bytes(b"weights one")
+    second.write_bytes(b"weights one")
+    key = SurrogateSettings(model_file=first).label_key()
+    assert "model_file" not in key and key == SurrogateSettings(model_file=second).label_key()
+    first.write_bytes(b"weights two")
+    assert SurrogateSettings(model_file=first).label_key() != key
+    first.unlink()
+    with pytest.raises(ConfigError, match="a.pt"):
+        SurrogateSettings(model_file=first).label_key()
+
+
 @pytest.mark.parametrize("damage", [lambda text: text[: len(text) // 2], lambda text: "", lambda text: "[1, 2]",
                                     lambda text: text.replace('"noise_eV"', '"noise"')])
 def test_damaged_output_is_a_failed_job(tmp_path, damage):

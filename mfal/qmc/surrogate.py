@@ -11,6 +11,7 @@ Every label records that it came from a surrogate, with the noise-free energy.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -46,6 +47,20 @@ class SurrogateSettings(StrictModel):
     noise_sigma_eV: float = Field(0.0, ge=0, description="Standard deviation of the added noise "
                                                          "(eV), also the label's error bar.")
     seed: int = Field(0, ge=0, description="Seed of the noise; recorded with every label.")
+
+    def label_key(self) -> dict:
+        """The settings that define a label: a model file counts by its content, not its path.
+
+        A model file replaced at the same path is another reference, so its labels
+        must not be reused; the same file copied elsewhere is the same reference.
+        """
+        key = self.model_dump(mode="json", exclude={"model_file"})
+        if self.model_file is not None:
+            try:
+                key["model_sha256"] = hashlib.sha256(Path(self.model_file).read_bytes()).hexdigest()
+            except OSError as exc:
+                raise ConfigError(f"qmc.model_file {self.model_file}: cannot read it ({exc.strerror})") from None
+        return key
 
     @model_validator(mode="after")
     def _one_reference(self):
