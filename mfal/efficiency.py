@@ -61,6 +61,13 @@ def labels_to_threshold(history: Sequence[HistoryPoint], truth: float, threshold
     return settled
 
 
+def labels_to_first_reach(history: Sequence[HistoryPoint], truth: float, threshold: float) -> int | None:
+    """Labels used when |barrier - truth| <= ``threshold`` holds for the first time (None: never)."""
+    if threshold <= 0:
+        raise EfficiencyInputError(f"threshold must be > 0 eV, got {threshold}")
+    return next((point.n_labels for point in _checked(history) if abs(point.barrier - truth) <= threshold), None)
+
+
 def coverage(history: Sequence[HistoryPoint], truth: float, n_sigma: float) -> tuple[int, int]:
     """(cycles with the truth within ``n_sigma`` spreads of the barrier, cycles counted).
 

@@ -11,6 +11,7 @@ from mfal.efficiency import (
     HistoryPoint,
     band,
     coverage,
+    labels_to_first_reach,
     labels_to_threshold,
     median_labels,
     stopping_point,
@@ -29,6 +30,12 @@ def test_labels_to_threshold_needs_the_barrier_to_stay_within():
     assert labels_to_threshold(points, TRUTH, 0.05) == 9
     assert labels_to_threshold(points, TRUTH, 0.11) == 3
     assert labels_to_threshold(points, TRUTH, 0.5) == 0
+
+
+def test_first_reach_counts_a_visit_that_does_not_last():
+    points = history((0, 0.16, 0.05), (3, 0.42, 0.03), (6, 0.30, 0.03), (9, 0.43, 0.02))
+    assert labels_to_first_reach(points, TRUTH, 0.05) == 3
+    assert labels_to_first_reach(points, TRUTH, 0.01) is None
 
 
 def test_labels_to_threshold_is_none_when_the_last_cycle_is_outside():
