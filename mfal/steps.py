@@ -266,7 +266,14 @@ def converge(campaign: Campaign, cycle: int) -> dict:
 
 # -- selection ---------------------------------------------------------------------
 def select(campaign: Campaign, cycle: int) -> list[str]:
-    """Pick the structures of cycle ``cycle`` to label; the same answer when rerun."""
+    """Pick the structures of cycle ``cycle`` to label; the same answer when rerun.
+
+    Path images that already hold a label with these QMC settings (made by
+    another campaign, or by this one for a structure it meets again) cost
+    nothing: those the campaign has not used yet are selected on top of the
+    ``batch_size`` new picks, so the refit uses them, and their label
+    fireworks only look the label up.
+    """
     store = campaign.store
     record = store.get_cycle(campaign.name, cycle)
     if record and record.get("selected") is not None:
@@ -276,6 +283,9 @@ def select(campaign: Campaign, cycle: int) -> list[str]:
         raise CampaignStateError(f"campaign {campaign.name!r}: cycle {cycle} has no NEB path to select from")
     hashes = path["image_hashes"]
     labelled = [store.find_label(h, campaign.label_settings_hash) is not None for h in hashes]
+    used = {h for earlier in store.get_cycles(campaign.name) if earlier["cycle"] < cycle
+            for h in earlier.get("selected") or []}
+    free = [i for i, h in enumerate(hashes) if labelled[i] and h not in used and h not in hashes[:i]]
     acquisition = campaign.config.acquisition
     positions = [np.asarray(store.get_structure(h).get_positions()) for h in hashes]
     selection = select_images(
@@ -290,8 +300,9 @@ def select(campaign: Campaign, cycle: int) -> list[str]:
         min_distance=acquisition.min_distance,
         seed=campaign.config.seed + cycle,
     )
-    selected = [hashes[i] for i in selection.indices]
-    store.put_cycle(campaign.name, cycle, selected=selected, selected_images=selection.indices,
+    indices = free + list(selection.indices)
+    selected = [hashes[i] for i in indices]
+    store.put_cycle(campaign.name, cycle, selected=selected, selected_images=indices,
                     selection_scores=selection.scores, barrier_std_before=selection.barrier_std_before,
                     barrier_std_after=selection.barrier_std_after)
     return selected

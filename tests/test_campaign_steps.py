@@ -109,3 +109,25 @@ def test_files_system_with_inconsistent_endpoints(store, committee_file, tmp_pat
     with pytest.raises(ConfigError, match="is empty"):
         steps.register(store, config_from_dict(document))
     assert store.campaigns.count_documents({}) == 0
+
+
+def test_labels_made_by_another_campaign_are_used_not_recomputed(store, committee_file, monkeypatch, tmp_path):
+    monkeypatch.setenv("MFAL_HOME", str(tmp_path))
+    first = steps.register(store, config_from_dict(tiny_h3_document("steps-first", committee_file)))
+    steps.explore(first, 0)
+    first_picks = steps.select(first, 0)
+    for structure_hash in first_picks:
+        steps.label(first, structure_hash)
+
+    second = steps.register(store, config_from_dict(tiny_h3_document("steps-second", committee_file)))
+    steps.explore(second, 0)
+    picks = steps.select(second, 0)
+    # The same committee and settings give the same path: the first campaign's labels are free.
+    assert picks[: len(first_picks)] == sorted(first_picks, key=picks.index)
+    assert len(picks) == len(first_picks) + second.config.acquisition.batch_size
+    for structure_hash in picks:
+        steps.label(second, structure_hash)
+    assert store.labels.count_documents({}) == len(set(picks))
+    steps.refit(second, 0)
+    model, _ = store.get_model(second.model_key(1))
+    assert len(model["label_ids"]) == len(picks)
