@@ -59,7 +59,7 @@ def analyse(
                             join=tuple(join_pair) if join_pair else None)
         text = qmca.format_results(results, qmca.parse_quantities(quantities), precision)
     except MfalError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"mfal: error: {exc}", err=True)
         raise typer.Exit(code=2) from None
     typer.echo(text, nl=False)
 
@@ -81,24 +81,24 @@ def write(
     try:
         document = yaml.safe_load(config.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        typer.echo(f"error: cannot read {config}: {exc}", err=True)
+        typer.echo(f"mfal: error: cannot read {config}: {exc}", err=True)
         raise typer.Exit(code=2) from None
     if not isinstance(document, dict) or "qmc" not in document:
-        typer.echo(f"error: {config} has no 'qmc:' section", err=True)
+        typer.echo(f"mfal: error: {config} has no 'qmc:' section", err=True)
         raise typer.Exit(code=2)
     try:
         atoms = read(structure)
     except Exception as exc:
-        typer.echo(f"error: cannot read structure {structure}: {exc}", err=True)
+        typer.echo(f"mfal: error: cannot read structure {structure}: {exc}", err=True)
         raise typer.Exit(code=2) from None
     try:
         settings = parse_qmc_settings(document["qmc"], base_dir=config.resolve().parent)
         job = backend_for(settings).prepare(atoms, out)
     except ValidationError as exc:
-        typer.echo(f"error: invalid qmc settings in {config}:\n{exc}", err=True)
+        typer.echo(f"mfal: error: invalid qmc settings in {config}:\n{exc}", err=True)
         raise typer.Exit(code=2) from None
     except MfalError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"mfal: error: {exc}", err=True)
         raise typer.Exit(code=2) from None
     for path in sorted(job.iterdir()):
         typer.echo(str(path))
