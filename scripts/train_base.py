@@ -13,6 +13,9 @@ Reads ``data/<system>/<system>_pbe.extxyz`` and writes to ``data/<system>/``:
   ``<system>_pbe.json`` when it holds one), the training settings and the time
   one member takes for a 26-atom cell on one core.
 
+Finished members are checkpointed under ``$MFAL_HOME/train_checkpoints/<system>``:
+rerunning after an interruption trains only the members still missing.
+
 Barriers are measured from the path's first image. H3: the fixed endpoints of
 :func:`mfal.systems.h3_path`. MoS2: the dataset's relaxed initial state, relaxed
 again on the committee, and its translation-equivalent final state.
@@ -30,6 +33,7 @@ from ase.io import write
 from ase.mep import NEB
 from ase.optimize import BFGS, FIRE
 
+from mfal.paths import mfal_home
 from mfal.potentials import Committee
 from mfal.potentials.train import TrainingSettings, attach_labels, split_indices, train_committee
 from mfal.systems import h3_path, interpolate_path, mos2_vacancy_endpoints, vacancy_final_by_translation
@@ -126,7 +130,8 @@ def main() -> None:
 
     start = time.perf_counter()
     committee, metrics = train_committee(
-        frames, args.members, settings=settings, architecture_options=options["architecture"], progress=True
+        frames, args.members, settings=settings, architecture_options=options["architecture"], progress=True,
+        checkpoint_dir=mfal_home() / "train_checkpoints" / args.system,
     )
     metrics["training_seconds"] = round(time.perf_counter() - start, 1)
     committee.save(out / "committee.pt")

@@ -86,6 +86,27 @@ def test_members_differ_and_metrics_are_on_held_out_data():
     assert np.all(prediction.energy_spread > 0)
 
 
+def test_an_interrupted_training_resumes_from_its_member_checkpoints(tmp_path, monkeypatch):
+    import mfal.potentials.train as train
+
+    data = leps_h3_dataset(24, seed=2)
+    options = dict(settings=TrainingSettings(max_epochs=2, batch_size=8), architecture_options=TINY,
+                   checkpoint_dir=tmp_path)
+    first, _ = train_committee(data, 4, **options)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"member_{i:02d}.pt" for i in range(4)]
+    (tmp_path / "member_03.pt").unlink()  # as if the run had stopped during the last member
+    trained = []
+    real_train_member = train.train_member
+    monkeypatch.setattr(train, "train_member", lambda *a, **k: trained.append(a[4]) or real_train_member(*a, **k))
+    again, _ = train_committee(data, 4, **options)
+    assert trained == [3]
+    np.testing.assert_array_equal(first.evaluate(data[:3]).energies, again.evaluate(data[:3]).energies)
+    # Other data: the checkpoints are not this training's, every member is trained afresh.
+    trained.clear()
+    train_committee(leps_h3_dataset(24, seed=3), 4, **options)
+    assert trained == [0, 1, 2, 3]
+
+
 def test_train_base_command_writes_committee_and_metrics(tmp_path):
     path = tmp_path / "h3.extxyz"
     write(path, as_calculator_results(leps_h3_dataset(12, seed=4)))

@@ -13,8 +13,10 @@ empty one reads no labels and silently trains on zero energies.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import mace.data  # imported before e3nn, which needs mace's torch.load setup
@@ -322,6 +324,7 @@ def train_committee(
     architecture_options: dict[str, Any] | None = None,
     progress: bool = False,
     min_members: int = DEFAULT_MIN_MEMBERS,
+    checkpoint_dir: Path | None = None,
 ) -> tuple[Committee, dict[str, Any]]:
     """Train ``n_members`` MACE models on labelled structures; return the committee and its metrics.
 
@@ -331,6 +334,11 @@ def train_committee(
     initial weights and its bootstrap resample. The metrics (JSON-able) hold
     energy RMSE in meV/atom and force RMSE in meV/Å on the held-out test split,
     the same on the training split, the split sizes and each member's run.
+
+    With ``checkpoint_dir``, each finished member is saved there
+    (:func:`save_member`), and a member already saved for the same
+    architecture, settings and data is loaded instead of trained again, so an
+    interrupted training resumes with the next member.
     """
     if n_members < min_members:
         raise PotentialError(f"a committee needs at least {min_members} members, got {n_members}")
@@ -352,6 +360,14 @@ def train_committee(
     with Progress(*columns, disable=not progress) as bar:
         for member in range(n_members):
             seed = settings.seed + member
+            saved = checkpoint_dir / f"member_{member:02d}.pt" if checkpoint_dir is not None else None
+            identity = {"record": record, "settings": asdict(settings), "seed": seed,
+                        "data": training_data_hash(train, settings.energy_key, settings.forces_key)}
+            restored = load_member(saved, identity, dtype) if saved is not None else None
+            if restored is not None:
+                models.append(restored[0])
+                runs.append(restored[1])
+                continue
             rng = np.random.default_rng(seed)
             chosen = rng.integers(0, len(train_graphs), len(train_graphs)) if settings.bootstrap else np.arange(len(train_graphs))
             model, run = train_member(
@@ -359,6 +375,8 @@ def train_committee(
                 progress=bar, label=f"member {member + 1}/{n_members}",
             )
             run["distinct_training_structures"] = int(len(set(chosen.tolist())))
+            if saved is not None:
+                save_member(saved, identity, model, run)
             models.append(model)
             runs.append(run)
     records = [{**record, "atomic_inter_shift": float(model.scale_shift.shift)} for model in models]
@@ -371,3 +389,35 @@ def train_committee(
         "settings": asdict(settings),
     }
     return committee, metrics
+
+
+def training_data_hash(structures: Sequence[Atoms], energy_key: str, forces_key: str) -> str:
+    """One hash of the training structures with their labels, so a checkpoint is tied to its data."""
+    from mfal.hashing import settings_hash, structure_hash
+
+    return settings_hash([
+        [structure_hash(atoms), float(atoms.info[energy_key]),
+         np.round(atoms.arrays[forces_key], 8).tolist() if forces_key in atoms.arrays else None]
+        for atoms in structures
+    ])
+
+
+def save_member(path: Path, identity: dict[str, Any], model: torch.nn.Module, run: dict[str, Any]) -> None:
+    """Write one trained member (weights, run summary, what it was trained from); atomic replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".part")
+    torch.save({"identity": json.dumps(identity, sort_keys=True), "run": json.dumps(run),
+                "state_dict": model.state_dict()}, partial)
+    partial.replace(path)
+
+
+def load_member(path: Path, identity: dict[str, Any], dtype: torch.dtype) -> tuple[torch.nn.Module, dict] | None:
+    """The member saved at ``path`` if it was trained from exactly ``identity``; otherwise None."""
+    if not path.is_file():
+        return None
+    content = torch.load(path, map_location="cpu", weights_only=True)
+    if content.get("identity") != json.dumps(identity, sort_keys=True):
+        return None
+    model = build_model(identity["record"], dtype=dtype)
+    model.load_state_dict(content["state_dict"], strict=True)
+    return model, json.loads(content["run"])
