@@ -150,10 +150,24 @@ def test_unconstrained_fit_wins_on_energies_and_loses_on_forces(case):
     free = refit_committee(case["committee"], labels, case["anchors"], RefitSettings(force_weight=0.0, **plain))
     assert all(weight > 0 for weight in tight.metrics["force_weight"])
     assert max(tight.metrics["force_rms"]) <= 0.01 + 1e-12
-    assert min(tight.metrics["force_rms"]) >= 0.01 * (1 - 2e-3)
+    # Each member uses the whole force budget, unless it already fits the labels to their error bars.
+    for rms, chi2 in zip(tight.metrics["force_rms"], tight.metrics["member_chi2_per_label"]):
+        assert rms >= 0.01 * (1 - 2e-3) or chi2 <= 1.0 + 1e-6
     for free_chi2, tight_chi2 in zip(free.metrics["member_chi2_per_label"], tight.metrics["member_chi2_per_label"]):
         assert free_chi2 < tight_chi2
     assert np.all(rms_force_change(case["committee"], free.committee, case["anchors"]) > 0.01)
+
+
+def test_a_loose_bound_fits_the_labels_to_their_error_bars_not_their_noise(case):
+    labels = case["labels"][:6]
+    plain = {"bootstrap": False, "perturb_energies": False, "calibrate": False}
+    loose = refit_committee(case["committee"], labels, case["anchors"], RefitSettings(force_rms_tolerance=10.0, **plain))
+    free = refit_committee(case["committee"], labels, case["anchors"], RefitSettings(force_weight=0.0, **plain))
+    dof = len(labels) - 1  # one shared offset
+    for loose_chi2, free_chi2 in zip(loose.metrics["member_chi2_per_label"], free.metrics["member_chi2_per_label"]):
+        assert free_chi2 * len(labels) < 0.5 * dof  # the free fit follows the noise
+        assert loose_chi2 * len(labels) == pytest.approx(dof, rel=0.01)
+    assert all(a < b for a, b in zip(loose.metrics["force_rms"], free.metrics["force_rms"]))
 
 
 def test_committee_spread_shrinks_as_labels_are_added(case):

@@ -10,7 +10,8 @@ bit. Each member minimises
 where F_ref are the forces of the member's own DFT-trained base model on the
 anchors (DFT training structures plus the current NEB images), never those of a
 previous refit, so errors cannot drift from cycle to cycle. lambda is fixed or
-searched for (hard form: the weakest penalty keeping RMS(F_pred - F_ref) <= delta).
+searched for (hard form: the weakest penalty keeping RMS(F_pred - F_ref) <= delta,
+raised while the labels stay fitted to their error bars).
 
 The energy and forces are exactly linear in the output-layer weights (see
 :mod:`mfal.potentials.refit_linear`), so after one backward pass per weight the

@@ -3,7 +3,8 @@
 Exactly one force-penalty mode is active: a fixed weight ``force_weight``
 (lambda), or the hard form ``force_rms_tolerance`` (delta, default 0.05 eV/Å),
 for which the weakest penalty that keeps the force deviation within delta is
-searched for each member.
+searched for each member, then strengthened as long as the labels stay fitted
+to their error bars (chi^2 per degree of freedom <= 1).
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ least-squares problem (minimum-norm where the labels leave directions open).
 The hard form looks for the weakest penalty whose solution keeps the RMS force
 deviation (over force components) within the tolerance: the deviation falls
 monotonically as lambda grows, so a decade bracket and a bisection in log(lambda)
-find it.
+find it. When that fit is closer to the labels than their error bars, lambda is
+raised (same bracket and bisection, on chi^2) until chi^2 per degree of freedom
+reaches 1: see :func:`settle_to_label_noise`.
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ class MemberSolution:
     phi: np.ndarray
     force_weight: float
     force_rms: float
+    chi2: float
+    """Sum of squared label residuals over their error bars."""
 
 
 def solve_penalised(problem: MemberProblem, force_weight: float, rcond: float) -> MemberSolution:
@@ -102,6 +106,7 @@ def solve_penalised(problem: MemberProblem, force_weight: float, rcond: float) -
         phi=problem.initial_phi + solution[n_weights:],
         force_weight=float(force_weight),
         force_rms=force_rms(problem.root, delta_theta),
+        chi2=float(np.sum((weighted @ solution - rest / problem.sigma) ** 2)),
     )
 
 
@@ -118,7 +123,7 @@ def solve_within_tolerance(problem: MemberProblem, tolerance: float, settings: R
 
     free = solve(0.0)
     if free.force_rms <= tolerance:
-        return free
+        return settle_to_label_noise(problem, free, settings)
     high, best = settings.search_start, solve(settings.search_start)
     low = None
     while best.force_rms > tolerance:
@@ -148,6 +153,41 @@ def solve_within_tolerance(problem: MemberProblem, tolerance: float, settings: R
             high, best = middle, candidate
         else:
             low = middle
+    return settle_to_label_noise(problem, best, settings)
+
+
+def settle_to_label_noise(problem: MemberProblem, solution: MemberSolution, settings: RefitSettings) -> MemberSolution:
+    """The strongest force penalty, from ``solution``'s up, that still fits the labels to their error bars.
+
+    The tolerance search returns the weakest penalty within the force bound,
+    which fits the labels as closely as that bound allows: with a loose bound
+    and few labels it fits their noise too (chi^2 per label far below 1), by
+    moving weights the anchors barely constrain, and the next NEB finds the
+    damage. Raising lambda while chi^2 per degree of freedom stays <= 1
+    (the discrepancy principle) keeps the fit at the labels' own precision.
+    """
+    dof = max(len(problem.residuals) - problem.offset_features.shape[1], 1)
+    if solution.chi2 >= dof:
+        return solution
+    low, best = solution.force_weight, solution
+    high = max(low, settings.search_start)
+    while True:
+        high *= 10.0
+        if high > settings.search_max:
+            return best
+        candidate = solve_penalised(problem, high, settings.rcond)
+        if candidate.chi2 > dof:
+            break
+        low, best = high, candidate
+    for _ in range(settings.search_max_steps):
+        if high / max(low, 1e-300) <= 1.0 + settings.search_rtol:
+            break
+        middle = math.sqrt(max(low, high * 1e-12) * high)
+        candidate = solve_penalised(problem, middle, settings.rcond)
+        if candidate.chi2 <= dof:
+            low, best = middle, candidate
+        else:
+            high = middle
     return best
 
 
