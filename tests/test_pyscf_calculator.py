@@ -40,6 +40,24 @@ def test_h2_bond_energy_is_pbe_like():
     assert 4.3 < binding < 4.7
 
 
+def test_a_stretched_bond_gets_the_broken_symmetry_ground_state():
+    # H2 stretched to 2.4 Å beside a far H: the SCF from the atomic guess stays on the
+    # spin-symmetric solution, about 1 eV above the broken-symmetry UKS ground state.
+    stretched = h3_chain(2.4, 4.0)
+    followed = _energy(stretched, basis="cc-pVDZ")
+    symmetric = _energy(stretched, basis="cc-pVDZ", follow_instabilities=False)
+    assert followed < symmetric - 0.5
+    atoms = stretched.copy()
+    atoms.calc = PySCFCalculator(basis="cc-pVDZ")
+    forces = atoms.get_forces()
+    step = 1e-3
+    plus, minus = stretched.copy(), stretched.copy()
+    plus.positions[1, 0] += step
+    minus.positions[1, 0] -= step
+    gradient = (_energy(plus, basis="cc-pVDZ") - _energy(minus, basis="cc-pVDZ")) / (2 * step)
+    assert forces[1, 0] == pytest.approx(-gradient, abs=2e-4)
+
+
 def test_settings_record_and_doublet_default():
     calc = PySCFCalculator(basis="cc-pVDZ")
     assert calc.settings()["basis"] == "cc-pVDZ"

@@ -6,6 +6,13 @@ integration-grid response included, so they are exactly minus the gradient of th
 energy the calculator returns (without the grid response they differ by up to
 ~1e-4 Hartree/Bohr on default grids). Each geometry starts from the same
 superposition-of-atoms guess, so a label never depends on what was computed before.
+
+Beyond about 1.5 Å an H-H bond is past its Coulson-Fischer point: the SCF from
+that guess stays on the spin-symmetric solution, up to 1 eV above the
+broken-symmetry UKS ground state, and a dataset would mix both surfaces. So the
+calculator follows internal instabilities (``follow_instabilities``): after the
+SCF converges, PySCF's stability analysis is run and, while it finds a lower
+solution, the SCF restarts from it.
 """
 
 from ase import Atoms
@@ -22,8 +29,13 @@ PYSCF_DEFAULTS = {
     "grid_level": 4,
     "conv_tol": 1e-10,
     "max_cycle": 200,
+    "follow_instabilities": True,
 }
 """``spin`` is the number of unpaired electrons (2S); ``None`` picks 0 or 1 by electron count."""
+
+
+MAX_INSTABILITY_RESTARTS = 5
+"""SCF restarts along internal instabilities; one or two suffice for H3."""
 
 
 class PySCFCalculator(Calculator):
@@ -84,19 +96,30 @@ def uks_energy_and_gradient(atoms: Atoms, **parameters):
     mf.grids.level = int(p["grid_level"])
     mf.conv_tol = float(p["conv_tol"])
     mf.max_cycle = int(p["max_cycle"])
-    energy = mf.kernel()
+    mf, energy = _converged(mf, atoms, p)
+    for _ in range(MAX_INSTABILITY_RESTARTS if p["follow_instabilities"] else 0):
+        orbitals, _, stable, _ = mf.stability(return_status=True)
+        if stable:
+            break
+        mf, energy = _converged(mf, atoms, p, mf.make_rdm1(orbitals, mf.mo_occ))
+    gradients = mf.nuc_grad_method()
+    gradients.grid_response = True
+    gradients.verbose = 0
+    return float(energy), gradients.kernel()
+
+
+def _converged(mf, atoms: Atoms, p: dict, density=None):
+    """Run the SCF (from ``density`` when given), with second-order SCF as the fallback."""
+    energy = mf.kernel(dm0=density)
     if not mf.converged:
         mf = mf.newton()
-        energy = mf.kernel()
+        energy = mf.kernel(dm0=density)
     if not mf.converged:
         raise CalculationFailed(
             f"UKS/{p['xc']}/{p['basis']} did not converge for {atoms.get_chemical_formula()} "
             f"at positions {atoms.positions.round(4).tolist()}"
         )
-    gradients = mf.nuc_grad_method()
-    gradients.grid_response = True
-    gradients.verbose = 0
-    return float(energy), gradients.kernel()
+    return mf, energy
 
 
 def _check_basis(basis: str) -> None:
