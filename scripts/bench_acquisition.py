@@ -415,7 +415,10 @@ def parse_args():
                         help="base committee file (default: the shipped data/<system>/committee.pt)")
     parser.add_argument("--anchors", type=Path, default=None,
                         help="anchor structures for --committee (default: data/<system>/<system>_pbe.extxyz)")
-    parser.add_argument("--max-anchors", type=int, default=30, help="DFT anchor structures of each refit")
+    parser.add_argument("--max-anchors", type=int, default=CommitteeSection.model_fields["max_anchors"].default,
+                        help="DFT anchor structures of each refit (default: a campaign's default). Fewer make "
+                             "the runs faster but leave weight directions the anchors do not see free: with 30, "
+                             "refits on 9+ labels sent the H3 barrier to 0 or several eV in some seeds")
     parser.add_argument("--truth-model", type=Path, default=None,
                         help="high-fidelity MACE model as the truth (needed for mos2; h3 default: LEPS)")
     parser.add_argument("--strategies", nargs="*", choices=STRATEGIES, default=list(STRATEGIES),
