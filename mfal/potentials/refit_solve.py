@@ -144,15 +144,10 @@ def solve_within_tolerance(problem: MemberProblem, tolerance: float, settings: R
             high, best = high / 10.0, candidate
         if steps >= settings.search_max_steps:
             return best
-    for _ in range(settings.search_max_steps):
-        if best.force_rms >= tolerance * (1.0 - settings.search_rtol) or high / low <= 1.0 + settings.search_rtol:
-            break
-        middle = math.sqrt(low * high)
-        candidate = solve(middle)
-        if candidate.force_rms <= tolerance:
-            high, best = middle, candidate
-        else:
-            low = middle
+    best = bisect_log_lambda(
+        solve, lambda candidate: candidate.force_rms <= tolerance, high, low, best, settings,
+        close_enough=lambda solution: solution.force_rms >= tolerance * (1.0 - settings.search_rtol),
+    )
     return settle_to_label_noise(problem, best, settings)
 
 
@@ -179,15 +174,31 @@ def settle_to_label_noise(problem: MemberProblem, solution: MemberSolution, sett
         if candidate.chi2 > dof:
             break
         low, best = high, candidate
+    return bisect_log_lambda(
+        lambda weight: solve_penalised(problem, weight, settings.rcond),
+        lambda candidate: candidate.chi2 <= dof, low, high, best, settings,
+    )
+
+
+def bisect_log_lambda(solve, acceptable, good: float, bad: float, best: MemberSolution, settings: RefitSettings,
+                      close_enough=lambda solution: False) -> MemberSolution:
+    """Bisect log(lambda) between ``good`` (its solution ``best`` is acceptable) and ``bad`` (not).
+
+    Returns the acceptable solution nearest ``bad`` once the two are within
+    ``search_rtol`` of each other, ``close_enough(best)`` holds, or
+    ``search_max_steps`` are spent. A ``good`` of 0 (the free fit) is bisected
+    from 1e-12 of ``bad`` up.
+    """
     for _ in range(settings.search_max_steps):
-        if high / max(low, 1e-300) <= 1.0 + settings.search_rtol:
+        low, high = min(good, bad), max(good, bad)
+        if close_enough(best) or (low > 0 and high / low <= 1.0 + settings.search_rtol):
             break
         middle = math.sqrt(max(low, high * 1e-12) * high)
-        candidate = solve_penalised(problem, middle, settings.rcond)
-        if candidate.chi2 <= dof:
-            low, best = middle, candidate
+        candidate = solve(middle)
+        if acceptable(candidate):
+            good, best = middle, candidate
         else:
-            high = middle
+            bad = middle
     return best
 
 
