@@ -4,7 +4,8 @@
 path goes into the campaign config): the LEPS surface, which appends the
 structure of every job it computes to a log file, so a test counts how often
 each QMC job ran, whichever worker ran it. While a ``poison`` file exists it
-returns NaN, as a broken QMC run would.
+returns NaN, as a broken QMC run would. With ``seconds`` each job also takes that
+long, as a real QMC job takes time, so that parallel workers' jobs overlap.
 
 ``refuse_writes`` makes directories refuse new files, as a full or read-only
 disk would.
@@ -41,22 +42,23 @@ RECORDING_LEPS = "tests.fault_worker:recording_leps"
 
 
 class RecordingLEPS(LEPSCalculator):
-    """LEPS that logs each structure it computes; NaN energies while ``poison`` exists."""
+    """LEPS that logs each structure it computes; NaN energies while ``poison`` exists; each job lasts ``seconds``."""
 
-    def __init__(self, log: str, poison: str | None = None, **kwargs):
+    def __init__(self, log: str, poison: str | None = None, seconds: float = 0.0, **kwargs):
         super().__init__(**kwargs)
-        self.log, self.poison = Path(log), Path(poison) if poison else None
+        self.log, self.poison, self.seconds = Path(log), Path(poison) if poison else None, seconds
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
+        time.sleep(self.seconds)
         with open(self.log, "a") as stream:
             stream.write(f"{structure_hash(self.atoms)}\n")
         if self.poison is not None and self.poison.exists():
             self.results["energy"] = self.results["free_energy"] = float("nan")
 
 
-def recording_leps(log: str, poison: str | None = None) -> RecordingLEPS:
-    return RecordingLEPS(log, poison)
+def recording_leps(log: str, poison: str | None = None, seconds: float = 0.0) -> RecordingLEPS:
+    return RecordingLEPS(log, poison, seconds)
 
 
 def qmc_runs(log: Path) -> list[str]:

@@ -233,8 +233,14 @@ def test_garbage_qmc_output_and_unwritable_job_directories_fizzle_the_labels_onl
 
 @pytest.mark.slow
 def test_four_workers_on_twenty_labels_lose_and_repeat_nothing(committee_file, launchpad_file, tmp_path):
-    """Load: scripts/bench_workers.py runs 4 rlaunch workers on 20 labels per cycle and checks integrity."""
-    document = tiny_h3_document("load", committee_file, neb={"n_images": 20, "max_steps": 10},
+    """Load: scripts/bench_workers.py runs 4 rlaunch workers on 20 labels per cycle and checks integrity.
+
+    Each QMC job lasts 0.5 s: with jobs of milliseconds one worker can take all
+    20 before the others wake from their 2 s poll, and nothing runs in parallel.
+    """
+    slow_jobs = {"calculator": RECORDING_LEPS,
+                 "calculator_kwargs": {"log": str(tmp_path / "qmc_runs.log"), "seconds": 0.5}}
+    document = tiny_h3_document("load", committee_file, neb={"n_images": 20, "max_steps": 10}, qmc=slow_jobs,
                                 acquisition={"batch_size": 20}, refit={"calibrate": False},
                                 convergence={"max_cycles": 1, "max_labels": 20})
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_workers.py"), str(write_config(
@@ -247,6 +253,7 @@ def test_four_workers_on_twenty_labels_lose_and_repeat_nothing(committee_file, l
     assert rates["labels"] == 20 and rates["most_labels_running_at_once"] > 1
     store, launchpad = store_and_launchpad(launchpad_file)
     assert_campaign_complete(store, launchpad, "load")
+    assert_labels_exactly_once(store, tmp_path / "qmc_runs.log")
     print(f"4 workers, 20 labels: {rates['labels_per_s']} labels/s over the label phase, "
           f"{rates['fireworks_per_s']} fireworks/s over the campaign")
 
