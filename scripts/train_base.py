@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=2 .venv/bin/python scripts/train_base.py h3
     OMP_NUM_THREADS=2 .venv/bin/python scripts/train_base.py mos2
+    .venv/bin/python scripts/train_base.py h3 --jobs 2   # two members at a time, one core each
 
 Reads ``data/<system>/<system>_pbe.extxyz`` and writes to ``data/<system>/``:
 
@@ -111,6 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("system", choices=sorted(SYSTEM_OPTIONS))
     parser.add_argument("--members", type=int, default=4)
+    parser.add_argument("--jobs", type=int, default=1, help="members trained at once, one process each (default 1)")
     parser.add_argument("--max-epochs", type=int, default=None, help="override the system's default")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default data/<system>)")
     args = parser.parse_args()
@@ -131,7 +133,7 @@ def main() -> None:
     start = time.perf_counter()
     committee, metrics = train_committee(
         frames, args.members, settings=settings, architecture_options=options["architecture"], progress=True,
-        checkpoint_dir=mfal_home() / "train_checkpoints" / args.system,
+        checkpoint_dir=mfal_home() / "train_checkpoints" / args.system, jobs=args.jobs,
     )
     metrics["training_seconds"] = round(time.perf_counter() - start, 1)
     committee.save(out / "committee.pt")

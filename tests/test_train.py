@@ -107,6 +107,17 @@ def test_an_interrupted_training_resumes_from_its_member_checkpoints(tmp_path, m
     assert trained == [0, 1, 2, 3]
 
 
+def test_members_trained_in_parallel_processes_equal_those_trained_one_by_one(tmp_path):
+    data = leps_h3_dataset(24, seed=4)
+    options = dict(settings=TrainingSettings(max_epochs=2, batch_size=8), architecture_options=TINY)
+    serial, serial_metrics = train_committee(data, 4, **options)
+    parallel, parallel_metrics = train_committee(data, 4, jobs=2, checkpoint_dir=tmp_path, **options)
+    np.testing.assert_allclose(parallel.evaluate(data[:3]).energies, serial.evaluate(data[:3]).energies, rtol=1e-9)
+    assert parallel_metrics["members"] == serial_metrics["members"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"member_{i:02d}.pt" for i in range(4)]
+    with pytest.raises(PotentialError, match="jobs must be at least 1"):
+        train_committee(data, 4, jobs=0, **options)
+
 def test_train_base_command_writes_committee_and_metrics(tmp_path):
     path = tmp_path / "h3.extxyz"
     write(path, as_calculator_results(leps_h3_dataset(12, seed=4)))

@@ -33,6 +33,7 @@ def train_base(
     seed: int = typer.Option(0, help="Seed of the split; member i uses seed + i."),
     dtype: str = typer.Option("float64", help="float64 or float32."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Members trained at once, each in its own single-threaded process."),
     export_mace: bool = typer.Option(False, "--export-mace", help="Also write each member as a mace .model file."),
 ) -> None:
     """Train a committee of MACE models (seeds + bootstrap resamples) and write it with its metrics.
@@ -71,6 +72,7 @@ def train_base(
         settings=settings,
         architecture_options={"r_max": r_max, "channels": channels, "max_L": max_l, "num_interactions": num_interactions},
         progress=True,
+        jobs=jobs,
     )
     output.mkdir(parents=True, exist_ok=True)
     trained.save(output / "committee.pt")

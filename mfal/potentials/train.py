@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import mace.data  # imported before e3nn, which needs mace's torch.load setup
 import numpy as np
@@ -31,6 +33,11 @@ from mfal.potentials.architecture import build_model, default_architecture
 from mfal.potentials.committee import Committee, DEFAULT_MIN_MEMBERS, resolve_device, resolve_dtype
 from mfal.potentials.errors import PotentialError, TrainingDataError
 from mfal.potentials.graphs import check_elements, labelled_keys, run_model
+
+EPOCH_COLUMNS = (TextColumn("{task.description}"), BarColumn(), TextColumn("epoch {task.completed}/{task.total}"),
+                 TextColumn("valid loss {task.fields[loss]:.3e}"), TimeElapsedColumn())
+MEMBER_COLUMNS = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} trained"),
+                  TimeElapsedColumn())
 
 ENERGY_KEY = "REF_energy"
 FORCES_KEY = "REF_forces"
@@ -325,6 +332,7 @@ def train_committee(
     progress: bool = False,
     min_members: int = DEFAULT_MIN_MEMBERS,
     checkpoint_dir: Path | None = None,
+    jobs: int = 1,
 ) -> tuple[Committee, dict[str, Any]]:
     """Train ``n_members`` MACE models on labelled structures; return the committee and its metrics.
 
@@ -339,7 +347,13 @@ def train_committee(
     (:func:`save_member`), and a member already saved for the same
     architecture, settings and data is loaded instead of trained again, so an
     interrupted training resumes with the next member.
+
+    With ``jobs`` > 1, that many members train at once, each in its own
+    single-threaded process: a member's small batches leave most of a second
+    thread idle, so on a multi-core machine parallel members finish sooner.
     """
+    if jobs < 1:
+        raise PotentialError(f"jobs must be at least 1, got {jobs}")
     if n_members < min_members:
         raise PotentialError(f"a committee needs at least {min_members} members, got {n_members}")
     labelled = attach_labels(structures, settings.energy_key, settings.forces_key)
@@ -354,31 +368,29 @@ def train_committee(
     train_graphs = labelled_graphs(train, record, dtype, settings.energy_key, settings.forces_key)
     valid_graphs = labelled_graphs([labelled[i] for i in splits["valid"]], record, dtype, settings.energy_key, settings.forces_key)
 
-    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("epoch {task.completed}/{task.total}"),
-               TextColumn("valid loss {task.fields[loss]:.3e}"), TimeElapsedColumn()]
-    models, runs = [], []
-    with Progress(*columns, disable=not progress) as bar:
-        for member in range(n_members):
-            seed = settings.seed + member
-            saved = checkpoint_dir / f"member_{member:02d}.pt" if checkpoint_dir is not None else None
-            identity = {"record": record, "settings": asdict(settings), "seed": seed,
-                        "data": training_data_hash(train, settings.energy_key, settings.forces_key)}
-            restored = load_member(saved, identity, dtype) if saved is not None else None
-            if restored is not None:
-                models.append(restored[0])
-                runs.append(restored[1])
-                continue
-            rng = np.random.default_rng(seed)
-            chosen = rng.integers(0, len(train_graphs), len(train_graphs)) if settings.bootstrap else np.arange(len(train_graphs))
-            model, run = train_member(
-                record, [train_graphs[i] for i in chosen], valid_graphs, settings, seed,
-                progress=bar, label=f"member {member + 1}/{n_members}",
-            )
-            run["distinct_training_structures"] = int(len(set(chosen.tolist())))
-            if saved is not None:
-                save_member(saved, identity, model, run)
-            models.append(model)
-            runs.append(run)
+    data_hash = training_data_hash(train, settings.energy_key, settings.forces_key)
+    finished: dict[int, tuple[torch.nn.Module, dict[str, Any]]] = {}
+    pending: dict[int, tuple[dict[str, Any], Path | None, np.ndarray]] = {}
+    for member in range(n_members):
+        seed = settings.seed + member
+        identity = {"record": record, "settings": asdict(settings), "seed": seed, "data": data_hash}
+        saved = checkpoint_dir / f"member_{member:02d}.pt" if checkpoint_dir is not None else None
+        restored = load_member(saved, identity, dtype) if saved is not None else None
+        if restored is not None:
+            finished[member] = restored
+            continue
+        rng = np.random.default_rng(seed)
+        chosen = rng.integers(0, len(train_graphs), len(train_graphs)) if settings.bootstrap else np.arange(len(train_graphs))
+        pending[member] = (identity, saved, chosen)
+    resamples = {member: [train_graphs[i] for i in chosen] for member, (_, _, chosen) in pending.items()}
+    for member, model, run in _train_members(record, resamples, valid_graphs, settings, n_members, progress, jobs):
+        identity, saved, chosen = pending[member]
+        run["distinct_training_structures"] = int(len(set(chosen.tolist())))
+        if saved is not None:
+            save_member(saved, identity, model, run)
+        finished[member] = (model, run)
+    models = [finished[member][0] for member in range(n_members)]
+    runs = [finished[member][1] for member in range(n_members)]
     records = [{**record, "atomic_inter_shift": float(model.scale_shift.shift)} for model in models]
     committee = Committee(models, records, dtype=dtype, device=settings.device, min_members=min_members)
     metrics = {
@@ -389,6 +401,48 @@ def train_committee(
         "settings": asdict(settings),
     }
     return committee, metrics
+
+
+def _train_members(
+    record: dict[str, Any],
+    resamples: dict[int, list],
+    valid_graphs: list,
+    settings: TrainingSettings,
+    n_members: int,
+    progress: bool,
+    jobs: int,
+) -> Iterator[tuple[int, torch.nn.Module, dict[str, Any]]]:
+    """Train each member in ``resamples`` (member -> its training graphs); yield (member, model, run) as each finishes.
+
+    One at a time in this process, with a progress bar per member's epochs, or
+    ``jobs`` at a time in single-threaded worker processes (spawned: forking a
+    process that holds torch's thread pool can hang), with a bar over members.
+    """
+    if jobs == 1 or len(resamples) <= 1:
+        with Progress(*EPOCH_COLUMNS, disable=not progress) as bar:
+            for member, graphs in resamples.items():
+                model, run = train_member(record, graphs, valid_graphs, settings, settings.seed + member,
+                                          progress=bar, label=f"member {member + 1}/{n_members}")
+                yield member, model, run
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=torch.set_num_threads, initargs=(1,)) as pool, \
+            Progress(*MEMBER_COLUMNS, disable=not progress) as bar:
+        task = bar.add_task(f"{len(resamples)} members, {jobs} at a time", total=len(resamples))
+        futures = {pool.submit(_trained_state, record, graphs, valid_graphs, settings, settings.seed + member): member
+                   for member, graphs in resamples.items()}
+        for future in as_completed(futures):
+            state, run = future.result()
+            model = build_model(record, dtype=resolve_dtype(settings.dtype))
+            model.load_state_dict(state, strict=True)
+            bar.update(task, advance=1)
+            yield futures[future], model, run
+
+
+def _trained_state(record, train_graphs, valid_graphs, settings, seed) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """:func:`train_member` in a worker process; the weights travel back as a CPU state dict."""
+    model, run = train_member(record, train_graphs, valid_graphs, settings, seed)
+    return {name: tensor.cpu() for name, tensor in model.state_dict().items()}, run
 
 
 def training_data_hash(structures: Sequence[Atoms], energy_key: str, forces_key: str) -> str:
