@@ -46,7 +46,8 @@ N_INTERMEDIATE = 7
 
 SYSTEM_OPTIONS = {
     "h3": {
-        "settings": dict(max_epochs=500, patience=100, batch_size=16, learning_rate=5e-3, forces_weight=10.0),
+        "settings": dict(max_epochs=1000, patience=200, batch_size=16, learning_rate=5e-3, energy_weight=100.0,
+                         forces_weight=10.0),
         "architecture": dict(r_max=5.0, channels=32, max_L=1, num_interactions=2),
         "neb_fmax": 0.01,
     },
