@@ -11,6 +11,12 @@ Workers poll (``rapidfire --nlaunches infinite``) because a cycle's labels
 appear only when its selection has run: a worker that exited whenever nothing
 was ready would leave the others alone for the next cycle. They are stopped
 once the campaign has no firework ready, reserved or running.
+
+Workers share the machine's cores: unless the user has set ``OMP_NUM_THREADS``,
+each gets ``cores // workers`` threads for OpenMP, OpenBLAS and MKL. Left at
+their defaults, every worker's BLAS and torch start a thread per core, and two
+pyqmc workers on two cores ran each DMC label 4.4 times slower (440 s against
+99 s) than with one thread each.
 """
 
 from __future__ import annotations
@@ -100,6 +106,24 @@ def run_campaign_locally(
     return RunSummary(config.name, record["state"], record["final"], reference_barrier(config))
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def worker_environment(environ, workers: int, cores: int | None = None) -> dict[str, str]:
+    """The environment of each of ``workers`` local workers: ``environ`` with the cores shared out.
+
+    A user's own ``OMP_NUM_THREADS`` is kept as it is; otherwise every thread
+    variable is set to ``cores // workers`` (at least 1), ``cores`` being the
+    cores this process may run on.
+    """
+    environment = dict(environ)
+    if "OMP_NUM_THREADS" in environment:
+        return environment
+    cores = cores if cores is not None else len(os.sched_getaffinity(0))
+    threads = str(max(1, cores // workers))
+    environment.update({name: threads for name in THREAD_VARIABLES})
+    return environment
+
 def _run_workers(config, target, launchpad, store, console, workers: int) -> None:
     work_dir = mfal_home() / "launches" / config.name
     rlaunch = shutil.which("rlaunch", path=str(Path(sys.executable).parent)) or shutil.which("rlaunch")
@@ -118,8 +142,9 @@ def _run_workers(config, target, launchpad, store, console, workers: int) -> Non
     with contextlib.ExitStack() as stack:
         launchpad_path = stack.enter_context(worker_launchpad_file(target))
         log = stack.enter_context(open(work_dir / "rlaunch.log", "ab"))
+        environment = worker_environment(os.environ, workers)
         processes = [subprocess.Popen([command[0], "-l", str(launchpad_path), *command[1:]], cwd=work_dir,
-                                      stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                      env=environment, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
                      for _ in range(workers)]
         stack.callback(_stop_workers, processes)
         with Live(Text("starting workers..."), console=console, refresh_per_second=2, transient=False) as live:

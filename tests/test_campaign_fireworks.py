@@ -94,3 +94,13 @@ def test_config_errors_add_nothing(committee_file, launchpad_file, tmp_path, cha
     assert result.stderr.startswith("mfal: error: ") and fragment in result.stderr
     store, launchpad = store_and_launchpad(launchpad_file)
     assert launchpad.fireworks.count_documents({}) == 0 and store.campaigns.count_documents({}) == 0
+
+
+def test_local_workers_share_the_cores_unless_the_user_set_the_threads():
+    from mfal.runner import worker_environment
+
+    shared = worker_environment({"PATH": "/bin"}, workers=2, cores=8)
+    assert shared["PATH"] == "/bin"
+    assert [shared[name] for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")] == ["4"] * 3
+    assert worker_environment({}, workers=4, cores=2)["OMP_NUM_THREADS"] == "1"
+    assert worker_environment({"OMP_NUM_THREADS": "3"}, workers=2, cores=8) == {"OMP_NUM_THREADS": "3"}
