@@ -365,8 +365,7 @@ def train_committee(
     record = {**base, **constants}
     check_elements(labelled, record["atomic_numbers"])
     dtype = resolve_dtype(settings.dtype)
-    train_graphs = labelled_graphs(train, record, dtype, settings.energy_key, settings.forces_key)
-    valid_graphs = labelled_graphs([labelled[i] for i in splits["valid"]], record, dtype, settings.energy_key, settings.forces_key)
+    valid = [labelled[i] for i in splits["valid"]]
 
     data_hash = training_data_hash(train, settings.energy_key, settings.forces_key)
     finished: dict[int, tuple[torch.nn.Module, dict[str, Any]]] = {}
@@ -380,10 +379,10 @@ def train_committee(
             finished[member] = restored
             continue
         rng = np.random.default_rng(seed)
-        chosen = rng.integers(0, len(train_graphs), len(train_graphs)) if settings.bootstrap else np.arange(len(train_graphs))
+        chosen = rng.integers(0, len(train), len(train)) if settings.bootstrap else np.arange(len(train))
         pending[member] = (identity, saved, chosen)
-    resamples = {member: [train_graphs[i] for i in chosen] for member, (_, _, chosen) in pending.items()}
-    for member, model, run in _train_members(record, resamples, valid_graphs, settings, n_members, progress, jobs):
+    resamples = {member: chosen for member, (_, _, chosen) in pending.items()}
+    for member, model, run in _train_members(record, train, valid, resamples, settings, n_members, progress, jobs):
         identity, saved, chosen = pending[member]
         run["distinct_training_structures"] = int(len(set(chosen.tolist())))
         if saved is not None:
@@ -405,44 +404,57 @@ def train_committee(
 
 def _train_members(
     record: dict[str, Any],
-    resamples: dict[int, list],
-    valid_graphs: list,
+    train: Sequence[Atoms],
+    valid: Sequence[Atoms],
+    resamples: dict[int, np.ndarray],
     settings: TrainingSettings,
     n_members: int,
     progress: bool,
     jobs: int,
 ) -> Iterator[tuple[int, torch.nn.Module, dict[str, Any]]]:
-    """Train each member in ``resamples`` (member -> its training graphs); yield (member, model, run) as each finishes.
+    """Train each member in ``resamples`` (member -> indices into ``train``); yield (member, model, run) as each finishes.
 
     One at a time in this process, with a progress bar per member's epochs, or
-    ``jobs`` at a time in single-threaded worker processes (spawned: forking a
-    process that holds torch's thread pool can hang), with a bar over members.
+    ``jobs`` at a time in single-threaded worker processes with a bar over
+    members. Workers are spawned (forking a process that holds torch's thread
+    pool can hang) and are sent structures and return numpy weights: tensors
+    sent between processes travel as one shared file descriptor each, which
+    runs out of descriptors for a few hundred graphs.
     """
+    dtype = resolve_dtype(settings.dtype)
     if jobs == 1 or len(resamples) <= 1:
+        train_graphs, valid_graphs = _graphs(record, train, valid, settings)
         with Progress(*EPOCH_COLUMNS, disable=not progress) as bar:
-            for member, graphs in resamples.items():
-                model, run = train_member(record, graphs, valid_graphs, settings, settings.seed + member,
-                                          progress=bar, label=f"member {member + 1}/{n_members}")
+            for member, chosen in resamples.items():
+                model, run = train_member(record, [train_graphs[i] for i in chosen], valid_graphs, settings,
+                                          settings.seed + member, progress=bar, label=f"member {member + 1}/{n_members}")
                 yield member, model, run
         return
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=torch.set_num_threads, initargs=(1,)) as pool, \
             Progress(*MEMBER_COLUMNS, disable=not progress) as bar:
         task = bar.add_task(f"{len(resamples)} members, {jobs} at a time", total=len(resamples))
-        futures = {pool.submit(_trained_state, record, graphs, valid_graphs, settings, settings.seed + member): member
-                   for member, graphs in resamples.items()}
+        futures = {pool.submit(_trained_weights, record, [train[i] for i in chosen], valid, settings, settings.seed + member):
+                   member for member, chosen in resamples.items()}
         for future in as_completed(futures):
-            state, run = future.result()
-            model = build_model(record, dtype=resolve_dtype(settings.dtype))
-            model.load_state_dict(state, strict=True)
+            weights, run = future.result()
+            model = build_model(record, dtype=dtype)
+            model.load_state_dict({name: torch.from_numpy(array) for name, array in weights.items()}, strict=True)
             bar.update(task, advance=1)
             yield futures[future], model, run
 
 
-def _trained_state(record, train_graphs, valid_graphs, settings, seed) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """:func:`train_member` in a worker process; the weights travel back as a CPU state dict."""
-    model, run = train_member(record, train_graphs, valid_graphs, settings, seed)
-    return {name: tensor.cpu() for name, tensor in model.state_dict().items()}, run
+def _trained_weights(record, train, valid, settings, seed) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """:func:`train_member` on structures, in a worker process; the weights travel back as numpy arrays."""
+    model, run = train_member(record, *_graphs(record, train, valid, settings), settings, seed)
+    return {name: tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}, run
+
+
+def _graphs(record, train, valid, settings) -> tuple[list, list]:
+    """The training and validation structures as labelled graphs of the settings' dtype."""
+    dtype = resolve_dtype(settings.dtype)
+    return (labelled_graphs(train, record, dtype, settings.energy_key, settings.forces_key),
+            labelled_graphs(valid, record, dtype, settings.energy_key, settings.forces_key))
 
 
 def training_data_hash(structures: Sequence[Atoms], energy_key: str, forces_key: str) -> str:
