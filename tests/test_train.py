@@ -108,8 +108,9 @@ def test_an_interrupted_training_resumes_from_its_member_checkpoints(tmp_path, m
 
 
 def test_members_trained_in_parallel_processes_equal_those_trained_one_by_one(tmp_path):
-    data = leps_h3_dataset(24, seed=4)
-    options = dict(settings=TrainingSettings(max_epochs=2, batch_size=8), architecture_options=TINY)
+    # 100 structures: sent to the workers as tensors, their graphs would need a file descriptor per tensor
+    data = leps_h3_dataset(100, seed=4)
+    options = dict(settings=TrainingSettings(max_epochs=1, batch_size=16), architecture_options=TINY)
     serial, serial_metrics = train_committee(data, 4, **options)
     parallel, parallel_metrics = train_committee(data, 4, jobs=2, checkpoint_dir=tmp_path, **options)
     np.testing.assert_allclose(parallel.evaluate(data[:3]).energies, serial.evaluate(data[:3]).energies, rtol=1e-9)
