@@ -62,12 +62,20 @@ class Labeller:
         self.output = output
         self.txt = txt
         self.frames = {str(f.info["config_id"]): f for f in read_dataset(output)}
+        self.settings_hashes = {f.info["settings_hash"] for f in self.frames.values()}
         self.calc = None
         self.calc_key = None
 
     def label(self, config_id: str, atoms, **info):
         if config_id in self.frames:
             return self.frames[config_id]
+        settings = label_settings(atoms)
+        if self.settings_hashes - {settings_hash(settings)}:
+            raise SystemExit(
+                f"{config_id} would be labelled with settings {settings} (hash {settings_hash(settings)[:12]}), "
+                f"but {self.output} holds frames of hash(es) {sorted(h[:12] for h in self.settings_hashes)}: "
+                "one dataset must have one set of method settings"
+            )
         key = (tuple(atoms.numbers), tuple(np.round(atoms.cell.array, 6).ravel()))
         if key != self.calc_key:
             self.calc = gpaw_calculator(atoms, txt=str(self.txt))
@@ -77,15 +85,14 @@ class Labeller:
         start = time.perf_counter()
         energy, forces = atoms.get_potential_energy(), atoms.get_forces()
         seconds = time.perf_counter() - start
-        frame = labelled_frame(
-            atoms, energy, forces, config_id, label_settings(atoms), seconds=round(seconds, 1), **info
-        )
+        frame = labelled_frame(atoms, energy, forces, config_id, settings, seconds=round(seconds, 1), **info)
         if world.rank == 0:
             append_frame(self.output, frame)
             print(f"{config_id}: E = {energy:.5f} eV, fmax = {np.abs(forces).max():.3f} eV/Å ({seconds:.0f} s)",
                   flush=True)
         world.barrier()
         self.frames[config_id] = frame
+        self.settings_hashes.add(frame.info["settings_hash"])
         return frame
 
 

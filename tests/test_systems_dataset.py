@@ -41,6 +41,13 @@ def test_kpoint_grid_scales_with_supercell():
     assert label_settings(mos2_monolayer((3, 3)))["kpts"] == "2x2x1"
 
 
+@pytest.mark.parametrize("strain", [-0.02, -0.01, 0.01, 0.02])
+def test_strained_cell_keeps_the_grid_of_its_supercell(strain):
+    atoms = mos2_monolayer((3, 3))
+    atoms.set_cell(atoms.cell.array * [[1 + strain], [1 + strain], [1]], scale_atoms=True)
+    assert kpoint_grid(atoms) == (2, 2, 1)
+
+
 def test_kpoint_grid_needs_a_slab():
     with pytest.raises(SystemSpecError, match="slab"):
         kpoint_grid(h3_chain(1.0, 1.0))

@@ -49,11 +49,17 @@ per valence electron (GPAW's convention)."""
 
 
 def kpoint_grid(atoms: Atoms, kpt_density: int = GPAW_SETTINGS["kpt_density"]) -> tuple[int, int, int]:
-    """In-plane k-grid ``(k1, k2, 1)`` giving about ``kpt_density`` points per primitive-cell length."""
+    """In-plane k-grid ``(k1, k2, 1)`` giving about ``kpt_density`` points per primitive-cell length.
+
+    The grid follows the supercell's repeat ``n`` along each axis (``ceil(kpt_density / n)``),
+    not its exact length: a strained 3x3 cell keeps the 3x3 cell's grid, so that strained and
+    unstrained labels of one dataset are computed with the same Brillouin-zone sampling and
+    their energies can be compared (a 1 % compression would otherwise tip 2x2x1 to 3x3x1).
+    """
     if not atoms.pbc[0] or not atoms.pbc[1] or atoms.pbc[2]:
         raise SystemSpecError(f"expected a slab with pbc (True, True, False), got {tuple(atoms.pbc)}")
-    lengths = atoms.cell.lengths()[:2]
-    k1, k2 = (max(1, math.ceil(kpt_density * MOS2_LATTICE / length - 0.01)) for length in lengths)
+    repeats = (max(1, round(length / MOS2_LATTICE)) for length in atoms.cell.lengths()[:2])
+    k1, k2 = (math.ceil(kpt_density / repeat) for repeat in repeats)
     return k1, k2, 1
 
 
