@@ -61,10 +61,8 @@ def test_noise_has_the_configured_sigma():
 
 
 def test_settings_and_calculator_errors(tmp_path):
-    with pytest.raises(ValidationError, match="exactly one of"):
+    with pytest.raises(ValidationError, match="or both"):
         SurrogateSettings()
-    with pytest.raises(ValidationError, match="exactly one of"):
-        SurrogateSettings(calculator=EMT_PATH, model_file=tmp_path / "m.pt")
     with pytest.raises(ValidationError, match="package.module:factory"):
         SurrogateSettings(calculator="ase.calculators.emt.EMT")
     with pytest.raises(ValidationError, match="noise_sigma_eV"):
@@ -88,6 +86,21 @@ def test_mace_model_file_as_reference(tmp_path):
     atoms.calc = committee.calculator()
     assert result.energy_eV == pytest.approx(atoms.get_potential_energy(), abs=1e-9)
     assert result.error_eV == 0.0
+
+
+def test_model_file_plus_calculator_is_their_sum(tmp_path):
+    from mfal.potentials import Committee, default_architecture
+
+    architecture = default_architecture([1], [-13.6], avg_num_neighbors=2.0)
+    committee = Committee.from_architecture(architecture, n_members=1, min_members=1)
+    path = committee.save(tmp_path / "reference.pt")
+    settings = SurrogateSettings(model_file=path, calculator=EMT_PATH)
+    result = _label(settings, _chain(1.3), tmp_path)
+    model, emt = _chain(1.3), _chain(1.3)
+    model.calc, emt.calc = committee.calculator(), EMT()
+    assert result.energy_eV == pytest.approx(model.get_potential_energy() + emt.get_potential_energy(), abs=1e-9)
+    key = settings.label_key()
+    assert key["calculator"] == EMT_PATH and len(key["model_sha256"]) == 64
 
 
 def test_model_file_labels_are_keyed_by_content_not_path(tmp_path):

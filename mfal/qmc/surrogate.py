@@ -33,7 +33,13 @@ RESULT_FILE = "surrogate_result.json"
 
 
 class SurrogateSettings(StrictModel):
-    """Reference calculator (import path or MACE model file) and the noise added to it."""
+    """Reference calculator (import path, MACE model file, or their sum) and the noise added to it.
+
+    With both ``model_file`` and ``calculator`` the reference is their sum: a
+    DFT-trained model plus an analytic correction (e.g.
+    :class:`mfal.potentials.coordination.CoordinationPenalty`) makes a
+    high-fidelity surface that differs from the model where it should.
+    """
 
     backend: Literal["surrogate"] = "surrogate"
     calculator: str | None = Field(
@@ -63,10 +69,10 @@ class SurrogateSettings(StrictModel):
         return key
 
     @model_validator(mode="after")
-    def _one_reference(self):
-        if (self.calculator is None) == (self.model_file is None):
-            raise ValueError("give exactly one of 'calculator' (import path 'module:factory') "
-                             "and 'model_file' (MACE model file)")
+    def _some_reference(self):
+        if self.calculator is None and self.model_file is None:
+            raise ValueError("give 'calculator' (import path 'module:factory'), 'model_file' (MACE model "
+                             "file), or both (their sum)")
         if self.calculator is not None and ":" not in self.calculator:
             raise ValueError(f"calculator must look like 'package.module:factory'; "
                              f"got {self.calculator!r}")
@@ -74,15 +80,30 @@ class SurrogateSettings(StrictModel):
 
 
 def make_calculator(settings: SurrogateSettings):
-    """The reference ASE calculator the settings name."""
+    """The reference ASE calculator the settings name (the sum of two when both are named)."""
+    parts = []
     if settings.model_file is not None:
-        from mfal.potentials import Committee
+        parts.append(_model_calculator(settings))
+    if settings.calculator is not None:
+        parts.append(_imported_calculator(settings))
+    if len(parts) == 1:
+        return parts[0]
+    from ase.calculators.mixing import SumCalculator
 
-        path = Path(settings.model_file)
-        options = {"device": settings.device, "min_members": 1}
-        committee = (Committee.from_mace_model_files([path], **options)
-                     if path.suffix == ".model" else Committee.load(path, **options))
-        return committee.calculator()
+    return SumCalculator(parts)
+
+
+def _model_calculator(settings: SurrogateSettings):
+    from mfal.potentials import Committee
+
+    path = Path(settings.model_file)
+    options = {"device": settings.device, "min_members": 1}
+    committee = (Committee.from_mace_model_files([path], **options)
+                 if path.suffix == ".model" else Committee.load(path, **options))
+    return committee.calculator()
+
+
+def _imported_calculator(settings: SurrogateSettings):
     module_name, _, attribute = settings.calculator.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attribute)
