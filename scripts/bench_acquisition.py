@@ -173,33 +173,24 @@ def own_convergence(args) -> ConvergenceSection:
 
 # -- the truth ---------------------------------------------------------------------
 def true_barrier(config: CampaignConfig) -> dict:
-    """The surrogate truth's own climbing-image NEB barrier between endpoints relaxed on it (eV)."""
-    from ase.mep import NEB
-    from ase.optimize import BFGS, FIRE
+    """The surrogate truth's own climbing-image NEB barrier between endpoints relaxed on it (eV).
 
-    from mfal.neb import NEB_METHOD, idpp_path
-    from mfal.qmc.surrogate import make_calculator
+    mfal's NEB on the truth's noise-free surface (:class:`~mfal.qmc.surrogate.ReferenceSurface`):
+    a model-based truth runs all images in one batched call per step.
+    """
+    from mfal.neb import idpp_path, relax_endpoints, run_neb
+    from mfal.qmc.surrogate import ReferenceSurface
 
     settings = config.neb
-    calculator = make_calculator(config.qmc)
-    initial, final = (atoms.copy() for atoms in steps.endpoints(config))
+    surface = ReferenceSurface(config.qmc)
+    initial, final = steps.endpoints(config)
     if settings.relax_endpoints:
-        for endpoint in (initial, final):
-            endpoint.calc = calculator
-            with BFGS(endpoint, logfile=None) as optimizer:
-                optimizer.run(fmax=settings.endpoint_fmax, steps=settings.max_steps)
-    images = idpp_path(initial, final, settings.n_images)
-    for image in images:
-        image.calc = calculator
-    path = NEB(images, k=settings.spring, climb=False, method=NEB_METHOD, allow_shared_calculator=True)
-    with FIRE(path, logfile=None) as optimizer:
-        optimizer.run(fmax=0.5, steps=TRUTH_MAX_STEPS)
-    path.climb = True
-    with FIRE(path, logfile=None) as optimizer:
-        converged = bool(optimizer.run(fmax=TRUTH_FMAX, steps=TRUTH_MAX_STEPS))
-    energies = np.array([image.get_potential_energy() for image in images])
-    return {"barrier": float(energies.max() - energies[0]), "converged": converged, "fmax": TRUTH_FMAX,
-            "saddle_index": int(np.argmax(energies)), "energies": (energies - energies[0]).tolist()}
+        initial, final, _ = relax_endpoints(surface, initial, final, fmax=settings.endpoint_fmax,
+                                            max_steps=settings.max_steps)
+    result = run_neb(surface, idpp_path(initial, final, settings.n_images), fmax=TRUTH_FMAX,
+                     max_steps=TRUTH_MAX_STEPS, pre_relax_fmax=0.5, spring_constant=settings.spring)
+    return {"barrier": result.barrier, "converged": result.converged, "fmax": TRUTH_FMAX,
+            "saddle_index": result.saddle_index, "energies": (result.energies - result.energies[0]).tolist()}
 
 
 # -- one campaign without FireWorks ------------------------------------------------

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from mfal.errors import ConfigError
 from mfal.qmc.base import QmcJobFailed
-from mfal.qmc.surrogate import SurrogateBackend, SurrogateSettings, make_calculator, noise_for
+from mfal.qmc.surrogate import ReferenceSurface, SurrogateBackend, SurrogateSettings, noise_for
 
 EMT_PATH = "ase.calculators.emt:EMT"
 
@@ -68,7 +68,7 @@ def test_settings_and_calculator_errors(tmp_path):
     with pytest.raises(ValidationError, match="noise_sigma_eV"):
         SurrogateSettings(calculator=EMT_PATH, noise_sigma_eV=-1)
     with pytest.raises(ConfigError, match="cannot import calculator"):
-        make_calculator(SurrogateSettings(calculator="ase.calculators.nonexistent:X"))
+        ReferenceSurface(SurrogateSettings(calculator="ase.calculators.nonexistent:X"))
     backend = SurrogateBackend(SurrogateSettings(calculator=EMT_PATH))
     with pytest.raises(QmcJobFailed, match="has not run"):
         backend.analyse(backend.prepare(_chain(1.0), tmp_path / "idle"))
@@ -101,6 +101,23 @@ def test_model_file_plus_calculator_is_their_sum(tmp_path):
     assert result.energy_eV == pytest.approx(model.get_potential_energy() + emt.get_potential_energy(), abs=1e-9)
     key = settings.label_key()
     assert key["calculator"] == EMT_PATH and len(key["model_sha256"]) == 64
+
+
+def test_reference_surface_evaluates_many_structures_like_a_committee(tmp_path):
+    from mfal.potentials import Committee, default_architecture
+
+    architecture = default_architecture([1], [-13.6], avg_num_neighbors=2.0)
+    committee = Committee.from_architecture(architecture, n_members=2, min_members=1)
+    path = committee.save(tmp_path / "reference.pt")
+    structures = [_chain(1.1), _chain(1.6)]
+    summed = ReferenceSurface(SurrogateSettings(model_file=path, calculator=EMT_PATH)).evaluate(structures)
+    model = committee.evaluate(structures)
+    for index, atoms in enumerate(structures):
+        atoms.calc = EMT()
+        assert summed.energies[:, index] == pytest.approx(model.energies[:, index] + atoms.get_potential_energy(), abs=1e-9)
+        assert summed.structure_forces(index) == pytest.approx(model.structure_forces(index) + atoms.get_forces(), abs=1e-9)
+    alone = ReferenceSurface(SurrogateSettings(calculator=EMT_PATH)).evaluate(structures)
+    assert alone.n_members == 1 and alone.energies[0, 1] == pytest.approx(structures[1].get_potential_energy())
 
 
 def test_model_file_labels_are_keyed_by_content_not_path(tmp_path):

@@ -79,28 +79,52 @@ class SurrogateSettings(StrictModel):
         return self
 
 
-def make_calculator(settings: SurrogateSettings):
-    """The reference ASE calculator the settings name (the sum of two when both are named)."""
-    parts = []
-    if settings.model_file is not None:
-        parts.append(_model_calculator(settings))
-    if settings.calculator is not None:
-        parts.append(_imported_calculator(settings))
-    if len(parts) == 1:
-        return parts[0]
-    from ase.calculators.mixing import SumCalculator
+class ReferenceSurface:
+    """The surrogate's noise-free reference, evaluated like a committee.
 
-    return SumCalculator(parts)
+    ``evaluate`` returns a :class:`~mfal.potentials.committee.CommitteePrediction`,
+    so mfal's relaxations and NEB run on the reference as they do on a
+    committee (a benchmark's true barrier). A model file is a committee whose
+    members run in one batched call, the reference being their mean; a
+    calculator is evaluated structure by structure and added to every member,
+    or acts alone as a one-member committee.
+    """
+
+    def __init__(self, settings: SurrogateSettings) -> None:
+        self.committee = _model_committee(settings) if settings.model_file is not None else None
+        self.calculator = _imported_calculator(settings) if settings.calculator is not None else None
+
+    def evaluate(self, structures: list[Atoms]):
+        from mfal.potentials.committee import CommitteePrediction
+        from mfal.potentials.graphs import atom_offsets
+
+        structures = list(structures)
+        offsets = atom_offsets(structures)
+        if self.committee is not None:
+            prediction = self.committee.evaluate(structures)
+            energies, forces = prediction.energies.copy(), prediction.forces.copy()
+        else:
+            energies, forces = np.zeros((1, len(structures))), np.zeros((1, offsets[-1], 3))
+        if self.calculator is not None:
+            for index, atoms in enumerate(structures):
+                atoms = atoms.copy()
+                atoms.calc = self.calculator
+                energies[:, index] += atoms.get_potential_energy()
+                forces[:, offsets[index]:offsets[index + 1]] += atoms.get_forces()
+        return CommitteePrediction(energies=energies, forces=forces, atom_offsets=offsets)
+
+    def energy(self, atoms: Atoms) -> float:
+        """The reference energy of one structure (eV)."""
+        return float(self.evaluate([atoms]).energy_mean[0])
 
 
-def _model_calculator(settings: SurrogateSettings):
+def _model_committee(settings: SurrogateSettings):
     from mfal.potentials import Committee
 
     path = Path(settings.model_file)
     options = {"device": settings.device, "min_members": 1}
-    committee = (Committee.from_mace_model_files([path], **options)
-                 if path.suffix == ".model" else Committee.load(path, **options))
-    return committee.calculator()
+    return (Committee.from_mace_model_files([path], **options)
+            if path.suffix == ".model" else Committee.load(path, **options))
 
 
 def _imported_calculator(settings: SurrogateSettings):
@@ -129,13 +153,13 @@ def noise_for(settings: SurrogateSettings, key: str) -> float:
 
 
 class SurrogateBackend:
-    """Labels from a reference calculator plus seeded Gaussian noise."""
+    """Labels from a reference surface plus seeded Gaussian noise."""
 
     name = "surrogate"
 
     def __init__(self, settings: SurrogateSettings):
         self.settings = settings
-        self._calculator = None
+        self._surface = None
 
     def prepare(self, structure: Atoms, job_dir: str | Path) -> Path:
         """Write the job; the reference calculator is made here, so bad settings fail before any run."""
@@ -144,17 +168,16 @@ class SurrogateBackend:
         (job / SETTINGS_FILE).write_text(self.settings.model_dump_json(indent=2))
         return job
 
-    def _reference(self):
-        if self._calculator is None:
-            self._calculator = make_calculator(self.settings)
-        return self._calculator
+    def _reference(self) -> ReferenceSurface:
+        if self._surface is None:
+            self._surface = ReferenceSurface(self.settings)
+        return self._surface
 
     def run(self, job_dir: str | Path) -> None:
         job = Path(job_dir)
         structure = read_job_structure(job)
-        structure.calc = self._reference()
         try:
-            energy = float(structure.get_potential_energy())
+            energy = self._reference().energy(structure)
         except Exception as exc:
             raise QmcJobFailed(job, f"reference calculator failed: {exc}") from exc
         key = structure_hash(structure)
