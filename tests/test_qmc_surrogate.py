@@ -99,6 +99,7 @@ def test_model_file_plus_calculator_is_their_sum(tmp_path):
     model, emt = _chain(1.3), _chain(1.3)
     model.calc, emt.calc = committee.calculator(), EMT()
     assert result.energy_eV == pytest.approx(model.get_potential_energy() + emt.get_potential_energy(), abs=1e-9)
+    assert result.diagnostics["reference"] == f"{path} + {EMT_PATH}"
     key = settings.label_key()
     assert key["calculator"] == EMT_PATH and len(key["model_sha256"]) == 64
 

@@ -199,7 +199,7 @@ class SurrogateBackend:
             raise QmcJobFailed(job, f"unreadable output {path} (truncated or damaged): {exc}") from None
         if not np.isfinite(energy):
             raise QmcJobFailed(job, f"reference energy is not finite: {energy}")
-        reference = self.settings.calculator or str(self.settings.model_file)
+        reference = " + ".join(str(part) for part in (self.settings.model_file, self.settings.calculator) if part)
         return QmcResult(
             energy_eV=energy, error_eV=self.settings.noise_sigma_eV, method="surrogate",
             diagnostics={"surrogate": True, "reference": reference, "seed": self.settings.seed,
