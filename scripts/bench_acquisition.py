@@ -521,7 +521,8 @@ def main() -> None:
             print(f"FireWorks path ({config.name}, {overhead['state']}): orchestration overhead "
                   f"{100 * overhead['overhead_fraction']:.1f}% of the cycles' wall time (target < 5%); "
                   f"per cycle: {per_cycle}")
-        print(f"wrote {args.out}/results.json (and efficiency.png); for a report of a stored campaign: "
+        figure = " (and efficiency.png)" if results["runs"] else ""
+        print(f"wrote {args.out}/results.json{figure}; for a report of a stored campaign: "
               f"MFAL_HOME={args.out / 'home'} mfal db start; MFAL_MONGO_URI=mongodb://{server.host}:{server.port}/CAMPAIGN "
               f"mfal report CAMPAIGN -o DIR")
     finally:
