@@ -9,6 +9,7 @@ import pytest
 
 from mfal.hashing import settings_hash
 from mfal.systems.dataset import read_dataset
+from mfal.systems.mos2 import MOS2_THICKNESS
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SHIPPED_COMMITTEES = sorted(path.parent.name for path in DATA.glob("*/committee.pt"))
@@ -49,8 +50,9 @@ def test_mos2_dataset():
     info = frames[0].info
     assert (info["code"], info["mode"], info["basis"], info["xc"], info["kpts"]) == ("gpaw", "lcao", "dzp", "PBE", "2x2x1")
     assert not info["spinpol"]
-    for frame in frames:
-        assert frame.cell.lengths()[2] - np.ptp(frame.positions[:, 2]) >= 15.0 - 0.5
+    for frame in frames:  # 15 Å of vacuum as built; rattled atoms (σ up to 0.1 Å) reach a little into it
+        assert frame.cell.lengths()[2] - MOS2_THICKNESS >= 15.0 - 1e-6
+        assert np.ptp(frame.positions[:, 2]) < MOS2_THICKNESS + 1.0
 
 
 @pytest.mark.parametrize("system", SHIPPED_COMMITTEES)
