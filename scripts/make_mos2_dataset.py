@@ -70,9 +70,10 @@ class Labeller:
         if config_id in self.frames:
             return self.frames[config_id]
         settings = label_settings(atoms)
-        if self.settings_hashes - {settings_hash(settings)}:
+        digest = settings_hash(settings)
+        if self.settings_hashes - {digest}:
             raise SystemExit(
-                f"{config_id} would be labelled with settings {settings} (hash {settings_hash(settings)[:12]}), "
+                f"{config_id} would be labelled with settings {settings} (hash {digest[:12]}), "
                 f"but {self.output} holds frames of hash(es) {sorted(h[:12] for h in self.settings_hashes)}: "
                 "one dataset must have one set of method settings"
             )
