@@ -19,6 +19,15 @@ def _chain(d: float) -> Atoms:
     return Atoms("H3", positions=[(0, 0, 0), (0, 0, 0.74), (0, 0, 0.74 + d)])
 
 
+def _hydrogen_committee(tmp_path, n_members: int):
+    """An untrained hydrogen committee saved as a model file: a reference with its own, arbitrary surface."""
+    from mfal.potentials import Committee, default_architecture
+
+    architecture = default_architecture([1], [-13.6], avg_num_neighbors=2.0)
+    committee = Committee.from_architecture(architecture, n_members=n_members, min_members=1)
+    return committee, committee.save(tmp_path / "reference.pt")
+
+
 def _label(settings, atoms, tmp_path, name="job"):
     backend = SurrogateBackend(settings)
     job = backend.prepare(atoms, tmp_path / name)
@@ -75,11 +84,7 @@ def test_settings_and_calculator_errors(tmp_path):
 
 
 def test_mace_model_file_as_reference(tmp_path):
-    from mfal.potentials import Committee, default_architecture
-
-    architecture = default_architecture([1], [-13.6], avg_num_neighbors=2.0)
-    committee = Committee.from_architecture(architecture, n_members=1, min_members=1)
-    path = committee.save(tmp_path / "reference.pt")
+    committee, path = _hydrogen_committee(tmp_path, n_members=1)
     settings = SurrogateSettings(model_file=path, noise_sigma_eV=0.0)
     result = _label(settings, _chain(1.3), tmp_path)
     atoms = _chain(1.3)
@@ -89,11 +94,7 @@ def test_mace_model_file_as_reference(tmp_path):
 
 
 def test_model_file_plus_calculator_is_their_sum(tmp_path):
-    from mfal.potentials import Committee, default_architecture
-
-    architecture = default_architecture([1], [-13.6], avg_num_neighbors=2.0)
-    committee = Committee.from_architecture(architecture, n_members=1, min_members=1)
-    path = committee.save(tmp_path / "reference.pt")
+    committee, path = _hydrogen_committee(tmp_path, n_members=1)
     settings = SurrogateSettings(model_file=path, calculator=EMT_PATH)
     result = _label(settings, _chain(1.3), tmp_path)
     model, emt = _chain(1.3), _chain(1.3)
@@ -105,11 +106,7 @@ def test_model_file_plus_calculator_is_their_sum(tmp_path):
 
 
 def test_reference_surface_evaluates_many_structures_like_a_committee(tmp_path):
-    from mfal.potentials import Committee, default_architecture
-
-    architecture = default_architecture([1], [-13.6], avg_num_neighbors=2.0)
-    committee = Committee.from_architecture(architecture, n_members=2, min_members=1)
-    path = committee.save(tmp_path / "reference.pt")
+    committee, path = _hydrogen_committee(tmp_path, n_members=2)
     structures = [_chain(1.1), _chain(1.6)]
     summed = ReferenceSurface(SurrogateSettings(model_file=path, calculator=EMT_PATH)).evaluate(structures)
     model = committee.evaluate(structures)
