@@ -14,9 +14,10 @@ The "QMC" is a surrogate whose truth is known, plus Gaussian noise of
 (or ``--truth-model``) plus a bond-breaking energy
 (``mfal.potentials.coordination.CoordinationPenalty``, ``--correction-strength``
 eV per lost Mo neighbour of an S atom, squared; default 0.55 eV, the paper's QMC
-minus DFT barrier), which raises the hop's saddle and leaves intact MoS2 alone. The true barrier is the truth's own climbing-image NEB, computed here
-directly with ASE between endpoints relaxed on the truth, with the campaign's
-image count and a tighter force threshold.
+minus DFT barrier), which raises the hop's saddle and leaves intact MoS2
+alone. The true barrier is the truth's own climbing-image NEB (mfal's NEB on
+the noise-free surface), computed here between endpoints relaxed on the truth,
+with the campaign's image count and a tighter force threshold.
 
 Each campaign is the system's shipped config (``configs/h3_pyqmc.yaml``,
 ``configs/mos2_surrogate.yaml``) with the surrogate as its QMC backend and a
@@ -442,10 +443,10 @@ def parse_args():
     parser.add_argument("--fireworks", action=argparse.BooleanOptionalAction, default=True,
                         help="also run one campaign through FireWorks and measure its overhead")
     args = parser.parse_args()
-    if args.seeds < 1 or args.cycles < 1 or args.batch_size < 1 or args.noise < 0 or args.correction_strength < 0 or args.threshold <= 0 or args.tight_threshold <= 0 \
-            or args.neb_fmax <= 0 or args.max_anchors < 0:
-        parser.error("--seeds, --cycles and --batch-size must be >= 1, --noise, --correction-strength and --max-anchors >= 0, "
-                     "--threshold, --tight-threshold and --neb-fmax > 0")
+    if min(args.seeds, args.cycles, args.batch_size) < 1 or min(args.noise, args.correction_strength, args.max_anchors) < 0 \
+            or min(args.threshold, args.tight_threshold, args.neb_fmax) <= 0:
+        parser.error("--seeds, --cycles and --batch-size must be >= 1, --noise, --correction-strength and "
+                     "--max-anchors >= 0, --threshold, --tight-threshold and --neb-fmax > 0")
     for option in ("committee", "anchors", "truth_model"):
         path = getattr(args, option)
         if path is not None and not path.is_file():
