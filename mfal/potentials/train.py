@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -253,10 +254,11 @@ def train_member(
     most of Adam's step-to-step noise from the final model.
 
     Returns the model holding its best-validation weights and a summary of
-    its run (epochs, best epoch, best validation loss). The member's energy
+    its run (epochs, best epoch, best validation loss, wall seconds). The member's energy
     shift is re-fitted (:func:`recentre_shift`), so read it back into its
     architecture record (``atomic_inter_shift``) before saving.
     """
+    start = time.perf_counter()
     dtype, device = resolve_dtype(settings.dtype), resolve_device(settings.device)
     torch.manual_seed(seed)
     model = build_model(record, dtype=dtype).to(device)
@@ -297,7 +299,8 @@ def train_member(
         progress.update(task, total=epoch + 1, completed=epoch + 1)
     model.load_state_dict(best_state)
     recentre_shift(model, train_graphs, device)
-    return model, {"seed": seed, "epochs": epoch + 1, "best_epoch": best_epoch + 1, "best_valid_loss": best_loss}
+    return model, {"seed": seed, "epochs": epoch + 1, "best_epoch": best_epoch + 1, "best_valid_loss": best_loss,
+                   "seconds": round(time.perf_counter() - start, 1)}
 
 
 def error_metrics(committee: Committee, structures: Sequence[Atoms], energy_key: str, forces_key: str) -> dict[str, Any]:
