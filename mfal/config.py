@@ -9,6 +9,7 @@ paths are taken relative to the config file, then stored absolute.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
@@ -241,3 +242,27 @@ def _absolute(value, base: Path):
         return value
     path = Path(os.path.expandvars(str(value))).expanduser()
     return str(path if path.is_absolute() else base / path)
+
+
+UNSET_VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+
+
+def check_paths_expanded(config: CampaignConfig) -> None:
+    """Raise a ConfigError naming any environment variable a path still holds unexpanded.
+
+    ``os.path.expandvars`` leaves an unset ``$NAME`` in place, so the path would
+    only fail later as an unreadable file. The check runs where a campaign is
+    registered, not where a config is parsed: a workflow file is written on a
+    machine where the workers' variables need not be set.
+    """
+    document = config.to_document()
+    for section, key in sorted(PATH_KEYS):
+        value = (document.get(section) or {}).get(key)
+        for path in value if isinstance(value, list) else [value]:
+            if not isinstance(path, str):
+                continue
+            unset = [a or b for a, b in UNSET_VARIABLE.findall(path) if (a or b) not in os.environ]
+            if unset:
+                raise ConfigError(f"{section}.{key} = {path!r}: environment variable {', '.join(unset)} is not set "
+                                  "where the campaign is registered (by 'mfal campaign add', or by the worker that runs "
+                                  "a workflow file's first firework); export it there or write the path out")

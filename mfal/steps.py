@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from mfal.config import CampaignConfig, config_from_dict, shipped_committee_path, shipped_dataset_path
+from mfal.config import CampaignConfig, check_paths_expanded, config_from_dict, shipped_committee_path, shipped_dataset_path
 from mfal.convergence import decide
 from mfal.errors import MfalError
 from mfal.hashing import settings_hash
@@ -83,14 +83,16 @@ class Campaign:
 def register(store: Store, config: CampaignConfig) -> Campaign:
     """Check the campaign completely, then put it and its base committee into the store.
 
-    Every check runs before the first write: the reaction's endpoints, the base
-    committee's files and elements, the refit's anchor structures, and the QMC backend's inputs (a deck is
-    written for the initial state into a scratch folder, which for QMCPACK checks
-    the pseudopotential files). Registering the same config again changes nothing.
+    Every check runs before the first write: no unset environment variable left
+    in a path, the reaction's endpoints, the base committee's files and
+    elements, the refit's anchor structures, and the QMC backend's inputs (a
+    deck is written for the initial state into a scratch folder, which for
+    QMCPACK checks the pseudopotential files). Registering the same config again changes nothing.
     """
     from mfal.potentials import check_elements
     from mfal.qmc import backend_for
 
+    check_paths_expanded(config)
     campaign = Campaign(store, config)
     initial, final = endpoints(config)
     committee = load_base_committee(config)

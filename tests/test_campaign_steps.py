@@ -84,6 +84,19 @@ def test_unknown_shipped_committee_lists_the_shipped_ones(store, committee_file)
         steps.register(store, config_from_dict(document))
 
 
+def test_an_unset_variable_in_a_path_is_named_before_anything_is_stored(store, committee_file, monkeypatch):
+    monkeypatch.delenv("MFAL_UNSET_MODEL", raising=False)
+    document = tiny_h3_document("unset-variable", committee_file)
+    document["qmc"] = {"backend": "surrogate", "model_file": "${MFAL_UNSET_MODEL}", "calculator": "ase.calculators.emt:EMT"}
+    config = config_from_dict(document)
+    with pytest.raises(ConfigError, match=r"qmc.model_file = .*MFAL_UNSET_MODEL is not set"):
+        steps.register(store, config)
+    assert store.campaigns.count_documents({}) == 0
+    monkeypatch.setenv("MFAL_UNSET_MODEL", str(committee_file))
+    steps.register(store, config_from_dict(document))
+    assert store.campaigns.count_documents({}) == 1
+
+
 def test_same_config_registers_once(store, committee_file):
     config = config_from_dict(tiny_h3_document("twice", committee_file))
     steps.register(store, config)
