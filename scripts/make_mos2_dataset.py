@@ -23,10 +23,11 @@ About two minutes per single point on 2 otherwise idle cores.
 
 The DFT reference barrier: with ``--reference-path PATH`` (an extxyz path, e.g.
 the committee's converged NEB ``data/mos2/committee_neb.extxyz`` written by
-``train_base.py``) the script labels only those images (``refpath_<hash>_NN``,
-appended to the dataset like any other configuration, so this too resumes) and
-writes ``reference_barrier`` (highest image energy minus the first image's) into
-the dataset's metadata file ``<output>.json``.
+``train_base.py``) the script labels only those images (``refpath_<hash>_NN``)
+into ``<output>_reference_path.extxyz``, at the dataset's settings (checked) and
+never into the training set itself, whose committee they measure; this too
+resumes. It writes ``reference_barrier`` (highest image energy minus the first
+image's) into the dataset's metadata file ``<output>.json``.
 """
 
 import argparse
@@ -58,11 +59,13 @@ class Labeller:
     """Computes and appends labels, reusing one GPAW calculator while the cell and atoms stay the same
     (GPAW then starts each SCF from the previous density)."""
 
-    def __init__(self, output: Path, txt: Path):
+    def __init__(self, output: Path, txt: Path, settings_of: Path | None = None):
+        """Labels go to ``output``; ``settings_of`` is another file whose method settings they must share."""
         self.output = output
         self.txt = txt
         self.frames = {str(f.info["config_id"]): f for f in read_dataset(output)}
-        self.settings_hashes = {f.info["settings_hash"] for f in self.frames.values()}
+        others = read_dataset(settings_of) if settings_of is not None else []
+        self.settings_hashes = {f.info["settings_hash"] for f in [*self.frames.values(), *others]}
         self.calc = None
         self.calc_key = None
 
@@ -193,6 +196,7 @@ def reference_barrier(labeller: Labeller, path_file: Path, metadata_file: Path) 
         "energies_ev": energies.round(5).tolist(),
         "path_file": path_file.name,
         "path_tag": tag,
+        "labels_file": labeller.output.name,
         "method": "GPAW single points on the images of the given path; highest minus first",
     }
     if world.rank == 0:
@@ -214,14 +218,17 @@ def main() -> None:
     parser.add_argument("output", type=Path, help="extxyz file to create or extend")
     parser.add_argument("--txt", type=Path, default=Path("/tmp/mos2_gpaw.txt"), help="GPAW log file")
     parser.add_argument("--reference-path", type=Path, default=None,
-                        help="label only this extxyz path and write its DFT barrier to <output>.json")
+                        help="label only this extxyz path (into <output>_reference_path.extxyz) and write its "
+                             "DFT barrier to <output>.json")
     args = parser.parse_args()
+    if args.reference_path is not None:
+        labels = args.output.with_name(f"{args.output.stem}_reference_path.extxyz")
+        reference_barrier(Labeller(labels, args.txt, settings_of=args.output), args.reference_path,
+                          args.output.with_suffix(".json"))
+        return
     labeller = Labeller(args.output, args.txt)
     if world.rank == 0:
         print(f"{len(labeller.frames)} configurations already in {args.output}", flush=True)
-    if args.reference_path is not None:
-        reference_barrier(labeller, args.reference_path, args.output.with_suffix(".json"))
-        return
     relaxed = relax_initial(labeller)
     for config_id, atoms, info in later_stages(relaxed):
         labeller.label(config_id, atoms, **info)
