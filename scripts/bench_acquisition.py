@@ -4,6 +4,11 @@
     OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_acquisition.py --out bench_out/ \\
         --committee my_committee.pt --seeds 2 --cycles 4 --strategies barrier_variance random
 
+    # two processes side by side, seeds 0-1 and 2-3, then one summary of both
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_acquisition.py --out a/ --seeds 2 --no-fireworks &
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_acquisition.py --out b/ --seeds 2 --first-seed 2 --no-fireworks
+    .venv/bin/python scripts/bench_acquisition.py --summarise a/results.json b/results.json --out both/
+
 It lives in ``scripts/`` beside the other benchmarks (``bench_neb.py``,
 ``bench_refit.py``): one folder for every script that is run by hand and
 prints measured numbers, none of which the tests import.
@@ -411,9 +416,10 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--out", type=Path, help="output folder (must not hold a previous run)")
-    parser.add_argument("--summarise", type=Path, metavar="RESULTS_JSON",
-                        help="only summarise a results.json written before (e.g. by an interrupted run): "
-                             "table, ratio and figure beside it")
+    parser.add_argument("--summarise", type=Path, nargs="+", metavar="RESULTS_JSON",
+                        help="only summarise results.json files written before (an interrupted run, or runs of "
+                             "other seeds side by side): table, ratio and figure beside the file, or in --out "
+                             "for several merged")
     parser.add_argument("--system", choices=sorted(SYSTEM_CONFIGS), default="h3")
     parser.add_argument("--committee", type=Path, default=None,
                         help="base committee file (default: the shipped data/<system>/committee.pt)")
@@ -431,6 +437,8 @@ def parse_args():
     parser.add_argument("--strategies", nargs="*", choices=STRATEGIES, default=list(STRATEGIES),
                         help="none: only the FireWorks overhead")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds run are first-seed ... first-seed + seeds - 1 (split seeds across processes)")
     parser.add_argument("--cycles", type=int, default=5, help="refit cycles per run (paper: always 1)")
     parser.add_argument("--batch-size", type=int, default=3, help="labels per cycle (not for all/paper)")
     parser.add_argument("--neb-fmax", type=float, default=0.05,
@@ -443,17 +451,21 @@ def parse_args():
     parser.add_argument("--fireworks", action=argparse.BooleanOptionalAction, default=True,
                         help="also run one campaign through FireWorks and measure its overhead")
     args = parser.parse_args()
-    if min(args.seeds, args.cycles, args.batch_size) < 1 or min(args.noise, args.correction_strength, args.max_anchors) < 0 \
+    if min(args.seeds, args.cycles, args.batch_size) < 1 or min(args.noise, args.correction_strength, args.max_anchors,
+                                                                 args.first_seed) < 0 \
             or min(args.threshold, args.tight_threshold, args.neb_fmax) <= 0:
-        parser.error("--seeds, --cycles and --batch-size must be >= 1, --noise, --correction-strength and "
-                     "--max-anchors >= 0, --threshold, --tight-threshold and --neb-fmax > 0")
+        parser.error("--seeds, --cycles and --batch-size must be >= 1, --noise, --correction-strength, "
+                     "--max-anchors and --first-seed >= 0, --threshold, --tight-threshold and --neb-fmax > 0")
     for option in ("committee", "anchors", "truth_model"):
         path = getattr(args, option)
         if path is not None and not path.is_file():
             parser.error(f"--{option.replace('_', '-')} {path}: no such file")
     if args.summarise is not None:
-        if not args.summarise.is_file():
-            parser.error(f"--summarise {args.summarise}: no such file")
+        for path in args.summarise:
+            if not path.is_file():
+                parser.error(f"--summarise {path}: no such file")
+        if len(args.summarise) > 1 and args.out is None:
+            parser.error("--out is required to merge several --summarise files")
         return args
     if args.out is None:
         parser.error("--out is required (or --summarise RESULTS_JSON)")
@@ -465,9 +477,11 @@ def parse_args():
 def main() -> None:
     args = parse_args()
     if args.summarise is not None:
-        results = json.loads(args.summarise.read_text())
+        results = merged_results([json.loads(path.read_text()) for path in args.summarise])
         results["tight_threshold"] = args.tight_threshold
-        summarise_results(results, args.summarise.parent)
+        out = args.out or args.summarise[0].parent
+        out.mkdir(parents=True, exist_ok=True)
+        summarise_results(results, out)
         return
     args.out.mkdir(parents=True, exist_ok=True)
     args.out = args.out.resolve()
@@ -493,10 +507,12 @@ def main() -> None:
     results = {"system": args.system, "committee": committee_line, "truth": truth, "noise": args.noise,
                "threshold": args.threshold, "tight_threshold": args.tight_threshold, "batch_size": args.batch_size, "cycles": args.cycles,
                "neb_fmax": args.neb_fmax, "max_anchors": args.max_anchors, "seeds": args.seeds,
+               "first_seed": args.first_seed,
                "own_convergence": rules.model_dump(), "runs": {}}
     server = embedded_target(start=True)
     try:
-        for seed in range(args.seeds):  # seeds outermost: an interrupted benchmark has every strategy alike
+        # seeds outermost: an interrupted benchmark has every strategy alike
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for strategy in args.strategies:
                 config = campaign_config(args, strategy, seed, committee, truth_qmc, work)
                 start = time.perf_counter()
@@ -540,6 +556,34 @@ def summarise_results(results: dict, out: Path) -> None:
     print("\n" + table(results["summaries"], thresholds) + "\n" + "\n".join(results["ratio"]), flush=True)
     plot(results, out / "efficiency.png")
     write_results(results, out)
+
+
+MERGE_KEYS = ("system", "committee", "noise", "threshold", "batch_size", "cycles", "neb_fmax", "max_anchors",
+              "own_convergence")
+"""What runs must share to be summarised together (the truth too, within 1e-9 eV)."""
+
+
+def merged_results(parts: list[dict]) -> dict:
+    """One results dict from several benchmark runs of the same settings (e.g. other seeds side by side).
+
+    Runs of one strategy and seed found twice are refused: they would count twice.
+    """
+    merged = {**parts[0], "runs": {}}
+    seen = set()
+    for part in parts:
+        differing = [key for key in MERGE_KEYS if part.get(key) != merged.get(key)]
+        if abs(part["truth"]["barrier"] - merged["truth"]["barrier"]) > 1e-9:
+            differing.append("truth")
+        if differing:
+            raise ConfigError(f"cannot merge benchmark results that differ in {', '.join(differing)}")
+        for strategy, runs in part["runs"].items():
+            for run in runs:
+                if (strategy, run["seed"]) in seen:
+                    raise ConfigError(f"strategy {strategy} seed {run['seed']} is in more than one results file")
+                seen.add((strategy, run["seed"]))
+                merged["runs"].setdefault(strategy, []).append(run)
+    merged["seeds"] = len({seed for _, seed in seen})
+    return merged
 
 
 def write_results(results: dict, out: Path) -> None:
