@@ -17,6 +17,10 @@ deterministic list of configurations with unique ``config_id``):
 3. ``path_NN``: straight-line images between the relaxed endpoints.
 4. rounds of ``rattled``, ``strained`` and ``pristine`` configurations, interleaved
    so that a dataset cut off at any point is still balanced.
+5. ``bridge_iNN_zMM``: the straight line's middle images with the hopping S atom
+   lifted out of its layer by 0.4 and 0.8 Å. The straight line squeezes it to
+   1.8 Å from the two Mo atoms it passes (bonds are 2.4 Å); the hop's real path
+   runs over them, where a committee trained without these frames has no data.
 
 Each finished configuration is appended to the extxyz at once (rank 0 writes).
 About two minutes per single point on 2 otherwise idle cores.
@@ -28,6 +32,12 @@ into ``<output>_reference_path.extxyz``, at the dataset's settings (checked) and
 never into the training set itself, whose committee they measure; this too
 resumes. It writes ``reference_barrier`` (highest image energy minus the first
 image's) into the dataset's metadata file ``<output>.json``.
+
+Where a committee's NEB path strays from the data (e.g. the hopping atom leaving
+the slab because nothing taught the committee what that costs), ``--add-path
+PATH`` labels the path's moving images into the dataset itself
+(``cpath_<hash>_NN``, kind ``committee_path``), copying the labels of any image
+``--reference-path`` already computed; the committee is then trained again.
 """
 
 import argparse
@@ -53,19 +63,25 @@ PATH_INTERMEDIATE = 7
 ROUNDS = 12
 RATTLE_STDEVS = [0.02, 0.04, 0.06, 0.08, 0.1]
 STRAINS = [(0.01, 0.01), (-0.01, -0.01), (0.02, 0.02), (-0.02, -0.02), (0.015, 0.0), (0.0, -0.015)]
+BRIDGE_IMAGES = (3, 4, 5)
+BRIDGE_LIFTS = (0.4, 0.8)
+"""Å: how far the hopping S atom is lifted out of its layer at the straight line's middle images."""
 
 
 class Labeller:
     """Computes and appends labels, reusing one GPAW calculator while the cell and atoms stay the same
     (GPAW then starts each SCF from the previous density)."""
 
-    def __init__(self, output: Path, txt: Path, settings_of: Path | None = None):
-        """Labels go to ``output``; ``settings_of`` is another file whose method settings they must share."""
+    def __init__(self, output: Path, txt: Path, settings_of: Path | None = None, reuse: Path | None = None):
+        """Labels go to ``output``; ``settings_of`` is another file whose method settings they must share;
+        a structure already labelled in ``reuse`` at the same settings is copied from there, not recomputed."""
         self.output = output
         self.txt = txt
         self.frames = {str(f.info["config_id"]): f for f in read_dataset(output)}
         others = read_dataset(settings_of) if settings_of is not None else []
         self.settings_hashes = {f.info["settings_hash"] for f in [*self.frames.values(), *others]}
+        self.reusable = {(structure_hash(f), f.info["settings_hash"]): f
+                         for f in (read_dataset(reuse) if reuse is not None else [])}
         self.calc = None
         self.calc_key = None
 
@@ -80,15 +96,11 @@ class Labeller:
                 f"but {self.output} holds frames of hash(es) {sorted(h[:12] for h in self.settings_hashes)}: "
                 "one dataset must have one set of method settings"
             )
-        key = (tuple(atoms.numbers), tuple(np.round(atoms.cell.array, 6).ravel()))
-        if key != self.calc_key:
-            self.calc = gpaw_calculator(atoms, txt=str(self.txt))
-            self.calc_key = key
-        atoms = atoms.copy()
-        atoms.calc = self.calc
-        start = time.perf_counter()
-        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
-        seconds = time.perf_counter() - start
+        known = self.reusable.get((structure_hash(atoms), digest))
+        if known is not None:
+            energy, forces, seconds = known.get_potential_energy(), known.get_forces(), float(known.info["seconds"])
+        else:
+            energy, forces, seconds = self._single_point(atoms)
         frame = labelled_frame(atoms, energy, forces, config_id, settings, seconds=round(seconds, 1), **info)
         if world.rank == 0:
             append_frame(self.output, frame)
@@ -98,6 +110,17 @@ class Labeller:
         self.frames[config_id] = frame
         self.settings_hashes.add(frame.info["settings_hash"])
         return frame
+
+    def _single_point(self, atoms) -> tuple[float, np.ndarray, float]:
+        key = (tuple(atoms.numbers), tuple(np.round(atoms.cell.array, 6).ravel()))
+        if key != self.calc_key:
+            self.calc = gpaw_calculator(atoms, txt=str(self.txt))
+            self.calc_key = key
+        atoms = atoms.copy()
+        atoms.calc = self.calc
+        start = time.perf_counter()
+        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+        return energy, forces, time.perf_counter() - start
 
 
 def _relax_finished(frame) -> bool:
@@ -147,7 +170,7 @@ def _strained(atoms, strain: tuple[float, float]):
 
 
 def later_stages(relaxed_initial):
-    """Stages 2-4 as ``(config_id, atoms, info)``, all derived from the relaxed initial state."""
+    """Stages 2-5 as ``(config_id, atoms, info)``, all derived from the relaxed initial state."""
     initial = mos2_vacancy_endpoints(SIZE)[0]
     initial.positions = relaxed_initial.positions
     final = vacancy_final_by_translation(initial, SIZE)
@@ -175,16 +198,42 @@ def later_stages(relaxed_initial):
             strain = STRAINS[(round_ // 2) % len(STRAINS)]
             yield (f"pristine_strained_r{round_:02d}", _strained(_rattled(pristine, 0.02, "pristine", round_), strain),
                    dict(kind="pristine", strain_a=strain[0], strain_b=strain[1]))
+    mover = initial.info["moving_index"]
+    outward = np.sign(initial.positions[mover, 2] - initial.positions[initial.numbers == 42, 2].mean())
+    for k in BRIDGE_IMAGES:
+        for lift in BRIDGE_LIFTS:
+            lifted = path[k].copy()
+            lifted.positions[mover, 2] += outward * lift
+            yield f"bridge_i{k:02d}_z{round(10 * lift):02d}", lifted, dict(kind="bridge", image=k, lift=lift)
 
 
 def _straight_line(initial, final):
     return interpolate_path(initial, final, PATH_INTERMEDIATE)[1:-1]
 
 
+def path_tag(images) -> str:
+    """A path's short name in config ids: the hash of its middle image."""
+    return structure_hash(images[len(images) // 2])[:10]
+
+
+def reference_labels_file(output: Path) -> Path:
+    """Where ``--reference-path`` puts its single points, beside the dataset."""
+    return output.with_name(f"{output.stem}_reference_path.extxyz")
+
+
+def add_path(labeller: Labeller, path_file: Path) -> None:
+    """Label the moving images of the path in ``path_file`` into the dataset (``cpath_<tag>_NN``)."""
+    images = read(path_file, index=":", format="extxyz")
+    tag = path_tag(images)
+    for k, image in enumerate(images[1:-1], start=1):
+        image.calc = None
+        labeller.label(f"cpath_{tag}_{k:02d}", image, kind="committee_path", image=k)
+
+
 def reference_barrier(labeller: Labeller, path_file: Path, metadata_file: Path) -> dict:
     """Label every image of the path in ``path_file`` and record the DFT barrier along it."""
     images = read(path_file, index=":", format="extxyz")
-    tag = structure_hash(images[len(images) // 2])[:10]
+    tag = path_tag(images)
     energies = []
     for k, image in enumerate(images):
         image.calc = None
@@ -220,11 +269,16 @@ def main() -> None:
     parser.add_argument("--reference-path", type=Path, default=None,
                         help="label only this extxyz path (into <output>_reference_path.extxyz) and write its "
                              "DFT barrier to <output>.json")
+    parser.add_argument("--add-path", type=Path, default=None,
+                        help="label only the moving images of this extxyz path into the dataset (a committee's "
+                             "NEB path where it strayed from the data), reusing --reference-path labels")
     args = parser.parse_args()
     if args.reference_path is not None:
-        labels = args.output.with_name(f"{args.output.stem}_reference_path.extxyz")
-        reference_barrier(Labeller(labels, args.txt, settings_of=args.output), args.reference_path,
-                          args.output.with_suffix(".json"))
+        reference_barrier(Labeller(reference_labels_file(args.output), args.txt, settings_of=args.output),
+                          args.reference_path, args.output.with_suffix(".json"))
+        return
+    if args.add_path is not None:
+        add_path(Labeller(args.output, args.txt, reuse=reference_labels_file(args.output)), args.add_path)
         return
     labeller = Labeller(args.output, args.txt)
     if world.rank == 0:
