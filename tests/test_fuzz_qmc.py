@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mfal.qmc.base import HARTREE_EV, QmcJobFailed
@@ -131,6 +131,7 @@ def test_label_step_stores_the_whole_result_or_nothing(qmcpack_campaign, fractio
 
 @FUZZ
 @given(index=st.integers(0, len(DMC_FILES) - 1), fraction=st.floats(0, 1))
+@example(index=1, fraction=0.0983)  # 4 whole blocks left, fewer than -e 5: the error must still name the file
 def test_mfal_qmc_analyse_on_a_cut_file_prints_a_table_or_one_error_line(tmp_path, monkeypatch, capsys, index,
                                                                          fraction):
     path, _ = cut_copy(DMC_FILES[index], tmp_path, fraction)

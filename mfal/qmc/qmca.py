@@ -343,9 +343,12 @@ def qmca(paths: Sequence[str | os.PathLike], equilibration: int | Sequence[int] 
         for number in sorted(by_series):
             item = by_series[number]
             nbe = _equilibration_for(eq, item)
+            try:
+                stats = series_statistics(item.data, nbe)
+            except QmcaError as exc:  # e.g. a cut file: say which one
+                raise QmcaError(f"{item.path}: {exc}") from None
             results.append(SeriesResult(prefix=prefix, series=number, equilibration=nbe,
-                                        nblocks=item.nblocks,
-                                        stats=series_statistics(item.data, nbe)))
+                                        nblocks=item.nblocks, stats=stats))
     return results
 
 
