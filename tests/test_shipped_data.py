@@ -52,7 +52,21 @@ def test_mos2_dataset():
     assert not info["spinpol"]
     for frame in frames:  # 15 Å of vacuum as built; rattled atoms (σ up to 0.1 Å) reach a little into it
         assert frame.cell.lengths()[2] - MOS2_THICKNESS >= 15.0 - 1e-6
-        assert np.ptp(frame.positions[:, 2]) < MOS2_THICKNESS + 1.0
+        assert np.ptp(frame.positions[:, 2]) < MOS2_THICKNESS + 1.0 or frame.info["kind"] == "committee_path"
+
+
+def test_mos2_reference_barrier_is_the_dft_energy_along_its_path():
+    digest = _labels_consistent(read_dataset(DATA / "mos2" / "mos2_pbe.extxyz"), {"Mo9S17", "Mo9S18"})
+    metadata = json.loads((DATA / "mos2" / "mos2_pbe.json").read_text())
+    assert metadata["settings_hash"] == digest == settings_hash(metadata["settings"])
+    record = metadata["reference_barrier"]
+    labels = read_dataset(DATA / "mos2" / record["labels_file"])
+    assert {frame.info["settings_hash"] for frame in labels} == {digest}
+    path = sorted((f for f in labels if f.info["config_id"].startswith(f"refpath_{record['path_tag']}_")),
+                  key=lambda f: int(f.info["image"]))
+    energies = np.array([f.get_potential_energy() for f in path])
+    assert len(path) == len(record["energies_ev"])
+    assert record["barrier"] == pytest.approx(energies.max() - energies[0], abs=1e-9)
 
 
 @pytest.mark.parametrize("system", SHIPPED_COMMITTEES)
