@@ -21,6 +21,10 @@ deterministic list of configurations with unique ``config_id``):
    lifted out of its layer by 0.4 and 0.8 Å. The straight line squeezes it to
    1.8 Å from the two Mo atoms it passes (bonds are 2.4 Å); the hop's real path
    runs over them, where a committee trained without these frames has no data.
+6. ``desorption_iNN_zMM``: the hopping S atom lifted 1.2-4 Å away from the slab,
+   at its site and at the line's middle. A committee that has never seen an S
+   atom leave the slab makes it free (a first one sent it 4.2 Å out at -0.07 eV;
+   GPAW: +6.75 eV) and its NEB takes that route.
 
 Each finished configuration is appended to the extxyz at once (rank 0 writes).
 About two minutes per single point on 2 otherwise idle cores.
@@ -66,6 +70,9 @@ STRAINS = [(0.01, 0.01), (-0.01, -0.01), (0.02, 0.02), (-0.02, -0.02), (0.015, 0
 BRIDGE_IMAGES = (3, 4, 5)
 BRIDGE_LIFTS = (0.4, 0.8)
 """Å: how far the hopping S atom is lifted out of its layer at the straight line's middle images."""
+DESORPTION_IMAGES = (0, 4)
+DESORPTION_LIFTS = (1.2, 1.6, 2.4, 3.2, 4.0)
+"""Å: the hopping S atom lifted away from the slab, at its site and at the line's middle."""
 
 
 class Labeller:
@@ -170,7 +177,7 @@ def _strained(atoms, strain: tuple[float, float]):
 
 
 def later_stages(relaxed_initial):
-    """Stages 2-5 as ``(config_id, atoms, info)``, all derived from the relaxed initial state."""
+    """Stages 2-6 as ``(config_id, atoms, info)``, all derived from the relaxed initial state."""
     initial = mos2_vacancy_endpoints(SIZE)[0]
     initial.positions = relaxed_initial.positions
     final = vacancy_final_by_translation(initial, SIZE)
@@ -198,13 +205,21 @@ def later_stages(relaxed_initial):
             strain = STRAINS[(round_ // 2) % len(STRAINS)]
             yield (f"pristine_strained_r{round_:02d}", _strained(_rattled(pristine, 0.02, "pristine", round_), strain),
                    dict(kind="pristine", strain_a=strain[0], strain_b=strain[1]))
-    mover = initial.info["moving_index"]
-    outward = np.sign(initial.positions[mover, 2] - initial.positions[initial.numbers == 42, 2].mean())
-    for k in BRIDGE_IMAGES:
-        for lift in BRIDGE_LIFTS:
-            lifted = path[k].copy()
-            lifted.positions[mover, 2] += outward * lift
-            yield f"bridge_i{k:02d}_z{round(10 * lift):02d}", lifted, dict(kind="bridge", image=k, lift=lift)
+    for kind, images, lifts in (("bridge", BRIDGE_IMAGES, BRIDGE_LIFTS),
+                                ("desorption", DESORPTION_IMAGES, DESORPTION_LIFTS)):
+        for k in images:
+            for lift in lifts:
+                yield (f"{kind}_i{k:02d}_z{round(10 * lift):02d}", _lifted(path[k], lift),
+                       dict(kind=kind, image=k, lift=lift))
+
+
+def _lifted(image, lift: float):
+    """A copy of a path image with the hopping S atom moved ``lift`` Å out of its layer, away from the Mo."""
+    mover = image.info["moving_index"]
+    outward = np.sign(image.positions[mover, 2] - image.positions[image.numbers == 42, 2].mean())
+    lifted = image.copy()
+    lifted.positions[mover, 2] += outward * lift
+    return lifted
 
 
 def _straight_line(initial, final):

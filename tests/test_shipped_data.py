@@ -52,7 +52,8 @@ def test_mos2_dataset():
     assert not info["spinpol"]
     for frame in frames:  # 15 Å of vacuum as built; rattled atoms (σ up to 0.1 Å) reach a little into it
         assert frame.cell.lengths()[2] - MOS2_THICKNESS >= 15.0 - 1e-6
-        assert np.ptp(frame.positions[:, 2]) < MOS2_THICKNESS + 1.0 or frame.info["kind"] == "committee_path"
+        if frame.info["kind"] not in ("committee_path", "desorption"):  # these lift one S atom out on purpose
+            assert np.ptp(frame.positions[:, 2]) < MOS2_THICKNESS + 1.0
 
 
 def test_mos2_reference_barrier_is_the_dft_energy_along_its_path():
