@@ -75,8 +75,9 @@ def without_extreme_forces(frames: list, max_force: float | None) -> tuple[list,
     """The frames whose largest force component is at most ``max_force`` (eV/Å), and the others' ids."""
     if max_force is None:
         return frames, []
-    kept = [frame for frame in frames if np.abs(frame.get_forces()).max() <= max_force]
-    left_out = [str(frame.info["config_id"]) for frame in frames if np.abs(frame.get_forces()).max() > max_force]
+    extreme = [np.abs(frame.get_forces()).max() > max_force for frame in frames]
+    kept = [frame for frame, out in zip(frames, extreme) if not out]
+    left_out = [str(frame.info["config_id"]) for frame, out in zip(frames, extreme) if out]
     return kept, left_out
 
 
@@ -115,13 +116,14 @@ def within_training_range(heldout: list, train: list) -> tuple[list, list]:
     structure, and the rest (by shortest interatomic distance).
 
     A committee is not expected to be accurate beyond its training data, and one
-    such structure can outweigh all others: in MoS2, a rattled straight-line
-    midpoint of the hop with S and Mo 1.57 Å apart (the training set stops at
-    1.70 Å) carries forces of 52 eV/Å.
+    such structure can outweigh all others: in MoS2, before ``max_force`` left it
+    out, a rattled straight-line midpoint of the hop with S and Mo 1.57 Å apart
+    (the training set stopped at 1.70 Å) carried forces of 52 eV/Å.
     """
     floor = min(shortest_distance(atoms) for atoms in train)
-    inside = [atoms for atoms in heldout if shortest_distance(atoms) >= floor]
-    outside = [atoms for atoms in heldout if shortest_distance(atoms) < floor]
+    beyond = [shortest_distance(atoms) < floor for atoms in heldout]
+    inside = [atoms for atoms, out in zip(heldout, beyond) if not out]
+    outside = [atoms for atoms, out in zip(heldout, beyond) if out]
     return inside, outside
 
 
