@@ -22,17 +22,22 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.data import covalent_radii
 from ase.mep import NEB
 from ase.mep.neb import idpp_interpolate, interpolate
+from ase.neighborlist import neighbor_list
 from ase.optimize import BFGS, FIRE
 
 from mfal.potentials.committee import Committee, CommitteePrediction
-from mfal.potentials.errors import PathCompositionError, PotentialError
+from mfal.potentials.errors import CollapsedPathError, PathCompositionError, PotentialError
 
 OPTIMIZERS = {"FIRE": FIRE, "BFGS": BFGS}
 """Optimizers the NEB may use, by name."""
 
 NEB_METHOD = "improvedtangent"
+
+COLLAPSE_FRACTION = 0.5
+"""Two atoms closer than this fraction of their covalent bond length (sum of ASE's covalent radii) stop the NEB."""
 
 
 class NEBSettingsError(PotentialError):
@@ -118,9 +123,10 @@ class PathEvaluator:
     moved triggers exactly one new batched call.
     """
 
-    def __init__(self, committee: Committee, images: Sequence[Atoms]) -> None:
+    def __init__(self, committee: Committee, images: Sequence[Atoms], names: Sequence[str] | None = None) -> None:
         self.committee = committee
         self.images = list(images)
+        self.names = list(names) if names is not None else [f"NEB image {k}" for k in range(1, len(images) + 1)]
         self.calls = 0
         self._key: np.ndarray | None = None
         self._prediction: CommitteePrediction | None = None
@@ -129,10 +135,15 @@ class PathEvaluator:
         return np.concatenate([image.positions for image in self.images])
 
     def prediction(self) -> CommitteePrediction:
-        """The committee prediction for the images at their current positions."""
+        """The committee prediction for the images at their current positions.
+
+        Raises :class:`CollapsedPathError` as soon as an image has collapsed, rather than
+        letting the optimizer run on through the hole.
+        """
         key = self._current_key()
         if self._key is None or not np.array_equal(key, self._key):
             self._prediction = self.committee.evaluate(self.images)
+            check_no_collapse(self.images, self._prediction, self.names)
             self._key = key.copy()
             self.calls += 1
         return self._prediction
@@ -179,6 +190,33 @@ def check_path(images: Sequence[Atoms]) -> None:
             raise PathCompositionError(f"image {index} has a different cell or pbc from image 0")
 
 
+def check_no_collapse(images: Sequence[Atoms], prediction: CommitteePrediction, names: Sequence[str]) -> None:
+    """Raise :class:`CollapsedPathError` if two atoms of an image are closer than
+    :data:`COLLAPSE_FRACTION` of their covalent bond length.
+
+    No training set holds such contacts, and a committee whose energy has a hole
+    there pulls the band into it: one MoS2 committee without pair repulsion
+    brought two S atoms to 0.08 Å at -10^6 eV. ``names`` says what each image is
+    (``"NEB image 3"``, ``"the initial endpoint"``) for the message.
+    """
+    for offset, (atoms, name) in enumerate(zip(images, names)):
+        cutoffs = COLLAPSE_FRACTION * covalent_radii[atoms.numbers]
+        first, second, distance = neighbor_list("ijd", atoms, cutoffs.tolist())
+        if len(distance) == 0:
+            continue
+        k = int(np.argmin(distance))
+        i, j = sorted((int(first[k]), int(second[k])))
+        symbols = atoms.get_chemical_symbols()
+        bond = covalent_radii[atoms.numbers[i]] + covalent_radii[atoms.numbers[j]]
+        raise CollapsedPathError(
+            f"{name}: atoms {i} ({symbols[i]}) and {j} ({symbols[j]}) are "
+            f"{distance[k]:.2f} Å apart, under {COLLAPSE_FRACTION:g} of their covalent bond length ({bond:.2f} Å); "
+            f"the committee puts the image at {prediction.energy_mean[offset]:.6g} eV. Its energy has a hole "
+            "at short distances: train it with pair repulsion (pair_repulsion / --pair-repulsion) or on "
+            "structures with such contacts"
+        )
+
+
 def relax_endpoints(
     committee: Committee,
     initial: Atoms,
@@ -196,9 +234,9 @@ def relax_endpoints(
     check_path([initial, final])
     optimizer_class = _optimizer_class(optimizer)
     relaxed, calls = [], 0
-    for endpoint in (initial, final):
+    for endpoint, which in ((initial, "initial"), (final, "final")):
         atoms = endpoint.copy()
-        evaluator = PathEvaluator(committee, [atoms])
+        evaluator = PathEvaluator(committee, [atoms], names=[f"the {which} endpoint"])
         atoms.calc = evaluator.calculators()[0]
         with optimizer_class(atoms, logfile=None) as opt:
             opt.run(fmax=fmax, steps=max_steps)

@@ -55,7 +55,7 @@ SYSTEM_OPTIONS = {
     "mos2": {
         "settings": dict(max_epochs=400, patience=50, batch_size=4, learning_rate=1e-2, energy_weight=100.0,
                          forces_weight=10.0),
-        "architecture": dict(r_max=5.0, channels=16, max_L=1, num_interactions=2),
+        "architecture": dict(r_max=5.0, channels=16, max_L=1, num_interactions=2, pair_repulsion=True),
         "neb_fmax": 0.03,
         "max_force": 20.0,
     },

@@ -145,6 +145,24 @@ def test_members_with_their_own_shifts_and_energies_load_with_their_own(tmp_path
     assert len({round(float(e), 6) for e in after.energies[:, 0]}) == 4
 
 
+def test_pair_repulsion_adds_zbl_within_the_covalent_bond_and_survives_a_round_trip(tmp_path):
+    """The same weights with and without ``pair_repulsion``: they differ only below the H-H covalent
+    bond length (0.62 Å), where the ZBL term pushes the atoms apart."""
+    plain_record = tiny_architecture()
+    repulsive_record = {**plain_record, "pair_repulsion": True}
+    torch.manual_seed(0)
+    plain = build_model(plain_record)
+    repulsive = build_model(repulsive_record)
+    repulsive.load_state_dict(plain.state_dict(), strict=False)  # ZBL adds buffers only
+    plain_committee = Committee([plain] * 4, [plain_record] * 4)
+    repulsive_committee = Committee.load(Committee([repulsive] * 4, [repulsive_record] * 4).save(tmp_path / "zbl.pt"))
+    assert all(member["pair_repulsion"] is True for member in repulsive_committee.record()["members"])
+    dimers = [Atoms("H2", positions=[[0, 0, 0], [0, 0, distance]]) for distance in (0.2, 0.4, 0.8, 1.5)]
+    extra = repulsive_committee.evaluate(dimers).energy_mean - plain_committee.evaluate(dimers).energy_mean
+    assert extra[0] > extra[1] > 0.5  # eV, after the architecture's energy scale of 0.5
+    np.testing.assert_allclose(extra[2:], 0.0, atol=1e-12)
+
+
 def test_float32_committee_agrees_with_float64(committee, tmp_path):
     single = Committee.load(committee.save(tmp_path / "committee.pt"), dtype="float32")
     assert next(single.models[0].parameters()).dtype == torch.float32

@@ -10,6 +10,7 @@ from ase.constraints import FixAtoms
 
 from mfal.neb import NEBSettingsError, neb_from_endpoints, relax_endpoints, run_neb
 from mfal.potentials import Committee, PathCompositionError, default_architecture
+from mfal.potentials.errors import CollapsedPathError
 from mfal.potentials.analytic import LEPSCalculator
 from mfal.potentials.train import TrainingSettings, train_committee
 from mfal.systems.h3 import h3_path
@@ -60,6 +61,17 @@ def test_bad_neb_settings_are_refused(untrained):
         run_neb(untrained, h3_path(1), optimizer="LBFGS-B")
     with pytest.raises(NEBSettingsError, match="at least one moving image"):
         run_neb(untrained, h3_path(0))
+
+
+def test_a_collapsed_image_stops_the_neb_and_is_named(untrained):
+    path = h3_path(3)
+    path[2].positions[1] = path[2].positions[0] + [0.1, 0.0, 0.0]  # H-H 0.1 Å; bond 0.62 Å
+    with pytest.raises(CollapsedPathError, match=r"NEB image 2: atoms 0 \(H\) and 1 \(H\) are 0.10 Å apart"):
+        run_neb(untrained, path, max_steps=4)
+    initial = path[0].copy()
+    initial.positions[2] = initial.positions[1] + [0.0, 0.2, 0.0]
+    with pytest.raises(CollapsedPathError, match="the initial endpoint: atoms 1 \\(H\\) and 2"):
+        relax_endpoints(untrained, initial, path[-1])
 
 
 OUTER = 1.1

@@ -91,6 +91,7 @@ def default_architecture(
     num_bessel: int = 8,
     num_polynomial_cutoff: int = 5,
     radial_MLP: Sequence[int] = (64, 64, 64),
+    pair_repulsion: bool = False,
 ) -> dict[str, Any]:
     """The small architecture mfal trains by default.
 
@@ -98,6 +99,13 @@ def default_architecture(
     to ``max_ell`` = 2 on the edges, 2 interactions and a 5 Å cutoff: tens of
     ms for forward + forces of a 26-atom MoS2 cell on 2 CPU cores, which keeps
     a committee NEB cheap while resolving the barrier region.
+
+    ``pair_repulsion`` adds MACE's ZBL screened-nuclear repulsion (zero beyond
+    the sum of the pair's covalent radii) under the learned energy. Message-passing
+    features grow like 1/r as two atoms close in, so without it a committee that
+    never saw two atoms closer than a bond can put an arbitrarily deep hole there,
+    and a NEB falls into it: the first MoS2 committees pulled two S atoms to
+    0.08 Å at -10^6 eV.
 
     ``atomic_numbers`` is the element table (sorted here); ``atomic_energies``
     gives the isolated-atom reference energy E0 (eV) of each, in the same order
@@ -132,7 +140,7 @@ def default_architecture(
         "radial_type": "bessel",
         "radial_MLP": [int(width) for width in radial_MLP],
         "heads": ["Default"],
-        "pair_repulsion": False,
+        "pair_repulsion": bool(pair_repulsion),
         "distance_transform": "None",
         "apply_cutoff": True,
         "use_reduced_cg": True,

@@ -23,6 +23,7 @@ def train_base(
     channels: int = typer.Option(16, help="Channels per irrep of the hidden features."),
     max_l: int = typer.Option(1, "--max-L", help="Highest rotation order of the hidden features."),
     num_interactions: int = typer.Option(2, help="Message-passing layers."),
+    pair_repulsion: bool = typer.Option(False, "--pair-repulsion", help="Add ZBL repulsion at short distances (see default_architecture)."),
     max_epochs: int = typer.Option(300, help="Upper bound on epochs per member."),
     patience: int = typer.Option(30, help="Stop a member after this many epochs without validation improvement."),
     batch_size: int = typer.Option(8, help="Structures per optimisation step."),
@@ -72,7 +73,8 @@ def train_base(
         structures,
         committee,
         settings=settings,
-        architecture_options={"r_max": r_max, "channels": channels, "max_L": max_l, "num_interactions": num_interactions},
+        architecture_options={"r_max": r_max, "channels": channels, "max_L": max_l, "num_interactions": num_interactions,
+                              "pair_repulsion": pair_repulsion},
         progress=True,
         jobs=jobs,
     )

@@ -39,5 +39,9 @@ class PathCompositionError(PotentialError):
     """NEB endpoints (or images) differ in composition or atom order."""
 
 
+class CollapsedPathError(PotentialError):
+    """An NEB image has two atoms pressed together, where a committee without repulsion has a hole."""
+
+
 class DeviceError(PotentialError):
     """A torch device is misspelt, or names hardware this machine does not have."""
