@@ -25,8 +25,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import covalent_radii
 from ase.mep import NEB
 from ase.mep.neb import idpp_interpolate, interpolate
-from ase.neighborlist import neighbor_list
 from ase.optimize import BFGS, FIRE
+from mace.data import get_neighborhood
 
 from mfal.potentials.committee import Committee, CommitteePrediction
 from mfal.potentials.errors import CollapsedPathError, PathCompositionError, PotentialError
@@ -200,11 +200,16 @@ def check_no_collapse(images: Sequence[Atoms], prediction: CommitteePrediction, 
     (``"NEB image 3"``, ``"the initial endpoint"``) for the message.
     """
     for offset, (atoms, name) in enumerate(zip(images, names)):
-        cutoffs = COLLAPSE_FRACTION * covalent_radii[atoms.numbers]
-        first, second, distance = neighbor_list("ijd", atoms, cutoffs.tolist())
-        if len(distance) == 0:
+        radii = covalent_radii[atoms.numbers]
+        (first, second), shifts = get_neighborhood(
+            positions=atoms.positions, cutoff=float(2 * COLLAPSE_FRACTION * radii.max()),
+            pbc=tuple(bool(p) for p in atoms.pbc), cell=np.array(atoms.cell),
+        )[:2]
+        distance = np.linalg.norm(atoms.positions[second] - atoms.positions[first] + shifts, axis=1)
+        excess = distance - COLLAPSE_FRACTION * (radii[first] + radii[second])
+        if len(excess) == 0 or excess.min() >= 0:
             continue
-        k = int(np.argmin(distance))
+        k = int(np.argmin(excess))
         i, j = sorted((int(first[k]), int(second[k])))
         symbols = atoms.get_chemical_symbols()
         bond = covalent_radii[atoms.numbers[i]] + covalent_radii[atoms.numbers[j]]
