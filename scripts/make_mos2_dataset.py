@@ -25,6 +25,11 @@ deterministic list of configurations with unique ``config_id``):
    at its site and at the line's middle. A committee that has never seen an S
    atom leave the slab makes it free (a first one sent it 4.2 Å out at -0.07 eV;
    GPAW: +6.75 eV) and its NEB takes that route.
+7. ``contact_iNN_dMM``: the hopping S atom pushed in-plane towards the S atom
+   beside its route (one of the two the straight line passes; the other is its
+   mirror image) until they are 2.4, 2.0 and 1.7 Å apart (3.2 Å in the layer), at
+   its site and at the line's middle. Committees trained without them paired the
+   two into an S2 at 1.55 Å, 1.6 eV below the initial state.
 
 Each finished configuration is appended to the extxyz at once (rank 0 writes).
 About two minutes per single point on 2 otherwise idle cores.
@@ -73,6 +78,9 @@ BRIDGE_LIFTS = (0.4, 0.8)
 DESORPTION_IMAGES = (0, 4)
 DESORPTION_LIFTS = (1.2, 1.6, 2.4, 3.2, 4.0)
 """Å: the hopping S atom lifted away from the slab, at its site and at the line's middle."""
+CONTACT_IMAGES = (0, 4)
+CONTACT_DISTANCES = (2.4, 2.0, 1.7)
+"""Å: S-S distances the hopping S atom is pushed to, towards the S atom beside its route."""
 
 
 class Labeller:
@@ -177,7 +185,7 @@ def _strained(atoms, strain: tuple[float, float]):
 
 
 def later_stages(relaxed_initial):
-    """Stages 2-6 as ``(config_id, atoms, info)``, all derived from the relaxed initial state."""
+    """Stages 2-7 as ``(config_id, atoms, info)``, all derived from the relaxed initial state."""
     initial = mos2_vacancy_endpoints(SIZE)[0]
     initial.positions = relaxed_initial.positions
     final = vacancy_final_by_translation(initial, SIZE)
@@ -211,6 +219,31 @@ def later_stages(relaxed_initial):
             for lift in lifts:
                 yield (f"{kind}_i{k:02d}_z{round(10 * lift):02d}", _lifted(path[k], lift),
                        dict(kind=kind, image=k, lift=lift))
+    beside = _s_beside_route(path)
+    for k in CONTACT_IMAGES:
+        for distance in CONTACT_DISTANCES:
+            yield (f"contact_i{k:02d}_d{round(10 * distance):02d}", _pushed_towards(path[k], beside, distance),
+                   dict(kind="contact", image=k, partner=beside, distance=distance))
+
+
+def _s_beside_route(path) -> int:
+    """The S atom of the hopping atom's layer nearest the straight line's middle (one of the two it passes)."""
+    middle = path[len(path) // 2]
+    mover = middle.info["moving_index"]
+    distances = middle.get_distances(mover, range(len(middle)), mic=True)
+    same_layer = (middle.numbers == 16) & (np.abs(middle.positions[:, 2] - middle.positions[mover, 2]) < 0.5)
+    same_layer[mover] = False
+    candidates = np.flatnonzero(same_layer)
+    return int(candidates[np.argmin(distances[candidates])])
+
+
+def _pushed_towards(image, partner: int, distance: float):
+    """A copy of a path image with the hopping S atom moved straight towards ``partner`` until ``distance`` Å apart."""
+    mover = image.info["moving_index"]
+    gap = image.get_distance(mover, partner, mic=True, vector=True)
+    pushed = image.copy()
+    pushed.positions[mover] += gap * (1 - distance / np.linalg.norm(gap))
+    return pushed
 
 
 def _lifted(image, lift: float):
