@@ -14,7 +14,9 @@ from mfal.errors import MfalError
 from mfal.potentials import Committee, PotentialError, TrainingDataError, default_architecture
 from mfal.potentials.analytic import leps_h3_dataset
 from mfal.potentials.cli import train_base
-from mfal.potentials.train import TrainingSettings, attach_labels, labelled_graphs, train_committee
+from mfal.potentials.train import (
+    MemberProgress, TrainingSettings, attach_labels, fit_constants, labelled_graphs, train_committee, train_member,
+)
 
 torch.set_num_threads(1)
 
@@ -105,6 +107,37 @@ def test_an_interrupted_training_resumes_from_its_member_checkpoints(tmp_path, m
     trained.clear()
     train_committee(leps_h3_dataset(24, seed=3), 4, **options)
     assert trained == [0, 1, 2, 3]
+
+
+def test_a_member_cut_off_mid_training_resumes_from_its_progress_file_to_the_same_weights(tmp_path, monkeypatch):
+    import mfal.potentials.train as train
+
+    data = leps_h3_dataset(24, seed=5)
+    architecture = default_architecture([1], [0.0], 1.0, **TINY)
+    record = {**architecture, **fit_constants(data, [1], architecture["r_max"], "REF_energy", "REF_forces")}
+    graphs = labelled_graphs(data, record)
+    settings = TrainingSettings(max_epochs=5, patience=50, batch_size=8)
+    whole, whole_run = train_member(record, graphs[:18], graphs[18:], settings, seed=1)
+
+    monkeypatch.setattr(train, "PROGRESS_EVERY_S", 0.0)  # save after every epoch
+    saved = MemberProgress(tmp_path / "member_01.progress.pt", "this member")
+    real_save = MemberProgress.save
+
+    def cut_off_after_two_epochs(self, state):
+        real_save(self, state)
+        if state["next_epoch"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(MemberProgress, "save", cut_off_after_two_epochs)
+    with pytest.raises(KeyboardInterrupt):
+        train_member(record, graphs[:18], graphs[18:], settings, seed=1, saved_progress=saved)
+    monkeypatch.setattr(MemberProgress, "save", real_save)
+    resumed, resumed_run = train_member(record, graphs[:18], graphs[18:], settings, seed=1, saved_progress=saved)
+    for name, tensor in whole.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[name].numpy(), tensor.numpy(), err_msg=name)
+    assert (resumed_run["epochs"], resumed_run["best_epoch"]) == (whole_run["epochs"], whole_run["best_epoch"])
+    # A progress file of another member (or other data) is not resumed from.
+    assert MemberProgress(saved.path, "another member").load() is None
 
 
 def test_members_trained_in_parallel_processes_equal_those_trained_one_by_one(tmp_path):

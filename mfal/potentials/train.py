@@ -236,6 +236,40 @@ def recentre_shift(model: torch.nn.Module, graphs: list, device: torch.device) -
     return float(model.scale_shift.shift.mean())
 
 
+PROGRESS_EVERY_S = 120.0
+"""Seconds of training between two saves of a member's progress file (see :class:`MemberProgress`)."""
+
+
+@dataclass
+class MemberProgress:
+    """Where an unfinished member keeps its training state, and what it must have been trained from.
+
+    A MoS2 member trains for 40 minutes or more; a batch node's wall limit or the
+    end of a session would otherwise lose all of it. The file holds everything
+    the next epoch depends on (weights, Adam's and the scheduler's state, the
+    weight average, the batch order's random state, the best weights so far), so
+    a resumed member ends with the same weights as one trained without a break.
+    ``identity`` (JSON) ties the file to the member's architecture, settings,
+    seed and data; a file of another identity is ignored and overwritten.
+    """
+
+    path: Path
+    identity: str
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved state, or None when there is none for this identity."""
+        if not self.path.is_file():
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        return state if state.get("identity") == self.identity else None
+
+    def save(self, state: dict[str, Any]) -> None:
+        """Write the state (atomic replace)."""
+        partial = self.path.with_suffix(".part")
+        torch.save({**state, "identity": self.identity}, partial)
+        partial.replace(self.path)
+
+
 def train_member(
     record: dict[str, Any],
     train_graphs: list,
@@ -244,6 +278,7 @@ def train_member(
     seed: int,
     progress: Progress | None = None,
     label: str = "member",
+    saved_progress: MemberProgress | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train one member from a fresh initialisation (``seed``), early-stopped on ``valid_graphs``.
 
@@ -257,6 +292,10 @@ def train_member(
     its run (epochs, best epoch, best validation loss, wall seconds). The member's energy
     shift is re-fitted (:func:`recentre_shift`), so read it back into its
     architecture record (``atomic_inter_shift``) before saving.
+
+    With ``saved_progress``, the training state is saved there every
+    :data:`PROGRESS_EVERY_S` seconds, and a member interrupted before it
+    finished resumes from its last save.
     """
     start = time.perf_counter()
     dtype, device = resolve_dtype(settings.dtype), resolve_device(settings.device)
@@ -270,9 +309,21 @@ def train_member(
     )
     rng = np.random.default_rng(seed)
     best_loss, best_epoch, best_state = math.inf, -1, None
-    task = progress.add_task(label, total=settings.max_epochs, loss=float("nan")) if progress is not None else None
-    epoch = 0
-    for epoch in range(settings.max_epochs):
+    first_epoch, earlier_seconds = 0, 0.0
+    resumed = saved_progress.load() if saved_progress is not None else None
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        averaged.load_state_dict(resumed["averaged"])
+        rng.bit_generator.state = json.loads(resumed["rng"])
+        best_loss, best_epoch, best_state = resumed["best_loss"], resumed["best_epoch"], resumed["best_state"]
+        first_epoch, earlier_seconds = resumed["next_epoch"], resumed["seconds"]
+    task = progress.add_task(label, total=settings.max_epochs, completed=first_epoch, loss=best_loss) \
+        if progress is not None else None
+    last_save = time.perf_counter()
+    epoch = first_epoch - 1  # the last epoch run, should none be left to run
+    for epoch in range(first_epoch, settings.max_epochs):
         model.train()
         for batch in _batches(train_graphs, settings.batch_size, rng, device):
             optimizer.zero_grad()
@@ -295,12 +346,20 @@ def train_member(
             progress.update(task, advance=1, loss=valid_loss)
         if epoch - best_epoch >= settings.patience:
             break
+        if saved_progress is not None and time.perf_counter() - last_save >= PROGRESS_EVERY_S:
+            saved_progress.save({
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "averaged": averaged.state_dict(), "rng": json.dumps(rng.bit_generator.state),
+                "best_loss": best_loss, "best_epoch": best_epoch, "best_state": best_state, "next_epoch": epoch + 1,
+                "seconds": earlier_seconds + time.perf_counter() - start,
+            })
+            last_save = time.perf_counter()
     if progress is not None:
         progress.update(task, total=epoch + 1, completed=epoch + 1)
     model.load_state_dict(best_state)
     recentre_shift(model, train_graphs, device)
     return model, {"seed": seed, "epochs": epoch + 1, "best_epoch": best_epoch + 1, "best_valid_loss": best_loss,
-                   "seconds": round(time.perf_counter() - start, 1)}
+                   "seconds": round(earlier_seconds + time.perf_counter() - start, 1)}
 
 
 def error_metrics(committee: Committee, structures: Sequence[Atoms], energy_key: str, forces_key: str) -> dict[str, Any]:
@@ -349,7 +408,8 @@ def train_committee(
     With ``checkpoint_dir``, each finished member is saved there
     (:func:`save_member`), and a member already saved for the same
     architecture, settings and data is loaded instead of trained again, so an
-    interrupted training resumes with the next member.
+    interrupted training resumes with the next member; a member cut off while
+    training resumes from its progress file there (:class:`MemberProgress`).
 
     With ``jobs`` > 1, that many members train at once, each in its own
     single-threaded process: a member's small batches leave most of a second
@@ -373,6 +433,7 @@ def train_committee(
     data_hash = training_data_hash(train, settings.energy_key, settings.forces_key)
     finished: dict[int, tuple[torch.nn.Module, dict[str, Any]]] = {}
     pending: dict[int, tuple[dict[str, Any], Path | None, np.ndarray]] = {}
+    progress_files: dict[int, MemberProgress | None] = {}
     for member in range(n_members):
         seed = settings.seed + member
         identity = {"record": record, "settings": asdict(settings), "seed": seed, "data": data_hash}
@@ -384,12 +445,16 @@ def train_committee(
         rng = np.random.default_rng(seed)
         chosen = rng.integers(0, len(train), len(train)) if settings.bootstrap else np.arange(len(train))
         pending[member] = (identity, saved, chosen)
+        progress_files[member] = None if saved is None else \
+            MemberProgress(saved.with_suffix(".progress.pt"), json.dumps(identity, sort_keys=True))
     resamples = {member: chosen for member, (_, _, chosen) in pending.items()}
-    for member, model, run in _train_members(record, train, valid, resamples, settings, n_members, progress, jobs):
+    trained = _train_members(record, train, valid, resamples, progress_files, settings, n_members, progress, jobs)
+    for member, model, run in trained:
         identity, saved, chosen = pending[member]
         run["distinct_training_structures"] = int(len(set(chosen.tolist())))
         if saved is not None:
             save_member(saved, identity, model, run)
+            progress_files[member].path.unlink(missing_ok=True)
         finished[member] = (model, run)
     models = [finished[member][0] for member in range(n_members)]
     runs = [finished[member][1] for member in range(n_members)]
@@ -410,12 +475,15 @@ def _train_members(
     train: Sequence[Atoms],
     valid: Sequence[Atoms],
     resamples: dict[int, np.ndarray],
+    progress_files: dict[int, MemberProgress | None],
     settings: TrainingSettings,
     n_members: int,
     progress: bool,
     jobs: int,
 ) -> Iterator[tuple[int, torch.nn.Module, dict[str, Any]]]:
     """Train each member in ``resamples`` (member -> indices into ``train``); yield (member, model, run) as each finishes.
+
+    Each saves its progress to its ``progress_files`` entry (None: not saved).
 
     One at a time in this process, with a progress bar per member's epochs, or
     ``jobs`` at a time in single-threaded worker processes with a bar over
@@ -430,15 +498,16 @@ def _train_members(
         with Progress(*EPOCH_COLUMNS, disable=not progress) as bar:
             for member, chosen in resamples.items():
                 model, run = train_member(record, [train_graphs[i] for i in chosen], valid_graphs, settings,
-                                          settings.seed + member, progress=bar, label=f"member {member + 1}/{n_members}")
+                                          settings.seed + member, progress=bar, label=f"member {member + 1}/{n_members}",
+                                          saved_progress=progress_files[member])
                 yield member, model, run
         return
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=torch.set_num_threads, initargs=(1,)) as pool, \
             Progress(*MEMBER_COLUMNS, disable=not progress) as bar:
         task = bar.add_task(f"{len(resamples)} members, {jobs} at a time", total=len(resamples))
-        futures = {pool.submit(_trained_weights, record, [train[i] for i in chosen], valid, settings, settings.seed + member):
-                   member for member, chosen in resamples.items()}
+        futures = {pool.submit(_trained_weights, record, [train[i] for i in chosen], valid, settings, settings.seed + member,
+                               progress_files[member]): member for member, chosen in resamples.items()}
         for future in as_completed(futures):
             weights, run = future.result()
             model = build_model(record, dtype=dtype)
@@ -447,9 +516,10 @@ def _train_members(
             yield futures[future], model, run
 
 
-def _trained_weights(record, train, valid, settings, seed) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def _trained_weights(record, train, valid, settings, seed, saved_progress) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """:func:`train_member` on structures, in a worker process; the weights travel back as numpy arrays."""
-    model, run = train_member(record, *_graphs(record, train, valid, settings), settings, seed)
+    model, run = train_member(record, *_graphs(record, train, valid, settings), settings, seed,
+                              saved_progress=saved_progress)
     return {name: tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}, run
 
 
