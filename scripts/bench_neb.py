@@ -77,7 +77,8 @@ def committee_for(system: str, members: int, dtype: str, device: str) -> tuple[C
             f"{members} members trained here on 60 LEPS-labelled H3 structures for at most 60 epochs "
             f"(test energy RMSE {rmse:.1f} meV/atom); no shipped data/h3/committee.pt"
         )
-    architecture = default_architecture([16, 42], [-1.0, -2.0], avg_num_neighbors=10.0, atomic_inter_scale=3.0)
+    architecture = default_architecture([16, 42], [-1.0, -2.0], avg_num_neighbors=10.0, atomic_inter_scale=3.0,
+                                        pair_repulsion=True)
     committee = Committee.from_architecture(architecture, members, dtype=dtype, device=device)
     return committee, f"{members} freshly initialised members of the shipped architecture; no shipped data/mos2/committee.pt"
 

@@ -31,12 +31,15 @@ from pathlib import Path
 import mace.modules  # noqa: F401  (mace before e3nn, see mfal.potentials)
 import numpy as np
 import torch
+from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 
 from mfal.neb import NEBResult, neb_from_endpoints
 from mfal.paths import mfal_home
 from mfal.potentials import Committee
-from mfal.potentials.train import TrainingSettings, attach_labels, error_metrics, split_indices, train_committee
+from mfal.potentials.train import (
+    FORCES_WEIGHT_KEY, TrainingSettings, attach_labels, error_metrics, split_indices, train_committee,
+)
 from mfal.systems import h3_path, mos2_vacancy_endpoints, vacancy_final_by_translation
 from mfal.systems.dataset import read_dataset
 from mfal.systems.errors import SystemSpecError
@@ -64,21 +67,33 @@ SYSTEM_OPTIONS = {
 weight 10: at weight 1 the force term outweighed the per-atom energy term about 30:1 and the H3
 committee's barrier came out 0.065 eV below PBE's.
 
-``max_force`` (eV/Å) leaves out frames with a larger force component. In MoS2 these are
-rattled straight-line midpoints of the hop with S 1.57-1.77 Å from Mo (bonds are 2.4 Å),
-5 eV and more above the initial state, far above the barrier: one of them, with 52 eV/Å,
-outweighed the rest of the validation loss, so early stopping kept a member of epoch 32
-with 183 meV/Å on the held-out set."""
+``max_force`` (eV/Å): frames with a larger force component train on their energy alone. In
+MoS2 these are rattled straight-line midpoints of the hop with S 1.57-1.77 Å from Mo (bonds
+are 2.4 Å) and S atoms pressed together, 5 eV and more above the initial state, far above the
+barrier: with their forces, one of them (52 eV/Å) outweighed the rest of the validation loss,
+so early stopping kept a member of epoch 32 with 183 meV/Å on the held-out set. Left out
+altogether, they no longer told the committee that these regions lie high, and its NEB
+paired two S atoms at 1.55 Å (GPAW: about +10 eV) 1.6 eV below the initial state."""
 
 
-def without_extreme_forces(frames: list, max_force: float | None) -> tuple[list, list[str]]:
-    """The frames whose largest force component is at most ``max_force`` (eV/Å), and the others' ids."""
+def energy_only_where_extreme(frames: list, max_force: float | None) -> tuple[list, list[str]]:
+    """The frames, those with a force component above ``max_force`` (eV/Å) as energy-only labels; and their ids.
+
+    Their energy still says how high such a structure lies, which is what keeps
+    a committee's NEB out of it; their forces would dominate the loss.
+    """
     if max_force is None:
         return frames, []
-    extreme = [np.abs(frame.get_forces()).max() > max_force for frame in frames]
-    kept = [frame for frame, out in zip(frames, extreme) if not out]
-    left_out = [str(frame.info["config_id"]) for frame, out in zip(frames, extreme) if out]
-    return kept, left_out
+    marked, extreme = [], []
+    for frame in frames:
+        if np.abs(frame.get_forces()).max() > max_force:
+            results = frame.calc.results
+            frame = frame.copy()
+            frame.calc = SinglePointCalculator(frame, **results)
+            frame.info[FORCES_WEIGHT_KEY] = 0.0
+            extreme.append(str(frame.info["config_id"]))
+        marked.append(frame)
+    return marked, extreme
 
 
 def neb_endpoints(system: str, frames) -> tuple:
@@ -116,8 +131,8 @@ def within_training_range(heldout: list, train: list) -> tuple[list, list]:
     structure, and the rest (by shortest interatomic distance).
 
     A committee is not expected to be accurate beyond its training data, and one
-    such structure can outweigh all others: in MoS2, before ``max_force`` left it
-    out, a rattled straight-line midpoint of the hop with S and Mo 1.57 Å apart
+    such structure can outweigh all others: in MoS2, before ``max_force`` made its
+    label energy-only, a rattled straight-line midpoint of the hop with S and Mo 1.57 Å apart
     (the training set stopped at 1.70 Å) carried forces of 52 eV/Å.
     """
     floor = min(shortest_distance(atoms) for atoms in train)
@@ -165,7 +180,7 @@ def main() -> None:
     frames = read_dataset(dataset)
     if not frames:
         raise SystemSpecError(f"no dataset at {dataset}; make it with scripts/make_{args.system}_dataset.py")
-    frames, left_out = without_extreme_forces(frames, options["max_force"])
+    frames, energy_only = energy_only_where_extreme(frames, options["max_force"])
     overrides = dict(options["settings"], device=args.device)
     if args.max_epochs is not None:
         overrides["max_epochs"] = args.max_epochs
@@ -201,8 +216,8 @@ def main() -> None:
     barrier = result.barrier
     metrics.update(
         system=args.system,
-        dataset={"file": dataset.name, "n_configurations": len(frames) + len(left_out),
-                 "left_out": {"max_force_ev_per_a": options["max_force"], "config_ids": left_out}},
+        dataset={"file": dataset.name, "n_configurations": len(frames),
+                 "energy_only": {"max_force_ev_per_a": options["max_force"], "config_ids": energy_only}},
         heldout_file=heldout.name,
         architecture=options["architecture"],
         neb={

@@ -15,7 +15,8 @@ from mfal.potentials import Committee, PotentialError, TrainingDataError, defaul
 from mfal.potentials.analytic import leps_h3_dataset
 from mfal.potentials.cli import train_base
 from mfal.potentials.train import (
-    MemberProgress, TrainingSettings, attach_labels, fit_constants, labelled_graphs, train_committee, train_member,
+    FORCES_WEIGHT_KEY, MemberProgress, TrainingSettings, attach_labels, error_metrics, fit_constants, labelled_graphs,
+    train_committee, train_member, training_data_hash,
 )
 
 torch.set_num_threads(1)
@@ -138,6 +139,32 @@ def test_a_member_cut_off_mid_training_resumes_from_its_progress_file_to_the_sam
     assert (resumed_run["epochs"], resumed_run["best_epoch"]) == (whole_run["epochs"], whole_run["best_epoch"])
     # A progress file of another member (or other data) is not resumed from.
     assert MemberProgress(saved.path, "another member").load() is None
+
+
+def test_energy_only_labels_train_and_measure_no_forces():
+    """A structure with force weight 0 (its forces far off, as in a squeezed MoS2 frame) neither pulls
+    the loss towards its forces nor enters the force RMSE; its energy still counts."""
+    data = leps_h3_dataset(24, seed=6)
+    committee, _ = train_committee(data, 4, settings=TrainingSettings(max_epochs=1, batch_size=8), architecture_options=TINY)
+    squeezed = data[0].copy()
+    squeezed.arrays["REF_forces"] = squeezed.arrays["REF_forces"] + 1000.0
+    squeezed.info[FORCES_WEIGHT_KEY] = 0.0
+    assert labelled_graphs([squeezed], committee.architectures[0])[0].forces_weight == 0
+    plain = error_metrics(committee, data[1:6], "REF_energy", "REF_forces")
+    mixed = error_metrics(committee, [squeezed, *data[1:6]], "REF_energy", "REF_forces")
+    assert (mixed["n_energy_only"], plain["n_energy_only"]) == (1, 0)
+    assert mixed["force_rmse_mev_per_a"] == pytest.approx(plain["force_rmse_mev_per_a"], rel=1e-12)
+    assert mixed["energy_rmse_mev_per_atom"] != pytest.approx(plain["energy_rmse_mev_per_atom"], rel=1e-6)
+    # A member trained with the forces counted is not one trained on the energy alone.
+    assert training_data_hash([squeezed], "REF_energy", "REF_forces") != \
+        training_data_hash([_with_forces_of(squeezed)], "REF_energy", "REF_forces")
+
+
+def _with_forces_of(atoms):
+    """The same structure and labels at the default force weight."""
+    copy = atoms.copy()
+    del copy.info[FORCES_WEIGHT_KEY]
+    return copy
 
 
 def test_members_trained_in_parallel_processes_equal_those_trained_one_by_one(tmp_path):

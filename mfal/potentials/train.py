@@ -362,21 +362,39 @@ def train_member(
                    "seconds": round(earlier_seconds + time.perf_counter() - start, 1)}
 
 
+FORCES_WEIGHT_KEY = "config_forces_weight"
+"""``atoms.info`` key of a structure's force weight in the loss (mace's own name); 0 makes its label energy-only."""
+
+
+def structure_forces_weight(atoms: Atoms) -> float:
+    """The structure's force weight in the loss (1 unless ``info`` says otherwise)."""
+    return float(atoms.info.get(FORCES_WEIGHT_KEY, 1.0))
+
+
 def error_metrics(committee: Committee, structures: Sequence[Atoms], energy_key: str, forces_key: str) -> dict[str, Any]:
-    """Energy RMSE (meV/atom) and force RMSE (meV/Å) of the committee mean and of each member."""
+    """Energy RMSE (meV/atom) and force RMSE (meV/Å) of the committee mean and of each member.
+
+    Forces count only where the structure's force weight is not zero: an
+    energy-only label says how high a structure lies, not what its forces
+    are, so its forces were never fitted (``n_energy_only`` counts them).
+    """
     prediction = committee.evaluate(structures)
     natoms = np.array([len(atoms) for atoms in structures], dtype=float)
     reference_energy = np.array([atoms.info[energy_key] for atoms in structures], dtype=float)
-    reference_forces = np.concatenate([atoms.arrays[forces_key] for atoms in structures])
+    with_forces = [index for index, atoms in enumerate(structures) if structure_forces_weight(atoms) != 0]
+    reference_forces = np.concatenate([structures[index].arrays[forces_key] for index in with_forces] + [np.zeros((0, 3))])
+    offsets = prediction.atom_offsets
+    rows = np.concatenate([np.arange(offsets[index], offsets[index + 1]) for index in with_forces] + [np.zeros(0, int)])
 
     def rmse_energy(energies: np.ndarray) -> float:
         return float(1000 * np.sqrt(np.mean(((energies - reference_energy) / natoms) ** 2)))
 
     def rmse_forces(forces: np.ndarray) -> float:
-        return float(1000 * np.sqrt(np.mean((forces - reference_forces) ** 2)))
+        return float(1000 * np.sqrt(np.mean((forces[rows] - reference_forces) ** 2))) if len(rows) else float("nan")
 
     return {
         "n_structures": len(structures),
+        "n_energy_only": len(structures) - len(with_forces),
         "energy_rmse_mev_per_atom": rmse_energy(prediction.energy_mean),
         "force_rmse_mev_per_a": rmse_forces(prediction.forces_mean),
         "member_energy_rmse_mev_per_atom": [rmse_energy(e) for e in prediction.energies],
@@ -537,6 +555,7 @@ def training_data_hash(structures: Sequence[Atoms], energy_key: str, forces_key:
     return settings_hash([
         [structure_hash(atoms), float(atoms.info[energy_key]),
          np.round(atoms.arrays[forces_key], 8).tolist() if forces_key in atoms.arrays else None]
+        + ([structure_forces_weight(atoms)] if structure_forces_weight(atoms) != 1 else [])  # hashes of unweighted data unchanged
         for atoms in structures
     ])
 
