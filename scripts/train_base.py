@@ -15,8 +15,9 @@ Reads ``data/<system>/<system>_pbe.extxyz`` and writes to ``data/<system>/``:
   ``<system>_pbe.json`` when it holds one), the training settings and the time
   one member takes for a 26-atom cell on one core.
 
-Finished members are checkpointed under ``$MFAL_HOME/train_checkpoints/<system>``:
-rerunning after an interruption trains only the members still missing.
+Finished members are checkpointed under ``$MFAL_HOME/train_checkpoints/<system>``,
+and unfinished ones save their progress there every two minutes: rerunning after an
+interruption trains only the members still missing, each from where it stopped.
 
 Barriers are measured from the path's first image. H3: the fixed endpoints of
 :func:`mfal.systems.h3_path`. MoS2: the dataset's relaxed initial state and its
