@@ -24,10 +24,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_h3_committee(path: Path) -> Path:
-    """Four small freshly initialised MACE members for hydrogen, saved as one committee file."""
+    """Four small freshly initialised MACE members for hydrogen, saved as one committee file.
+
+    With ZBL repulsion: the random surface alone lets the NEB press two H atoms together,
+    which the NEB refuses (:func:`mfal.neb.check_no_collapse`).
+    """
     from mfal.potentials import Committee, default_architecture
 
-    architecture = default_architecture([1], [-13.6], 2.0, channels=4, num_interactions=1, radial_MLP=(8,))
+    architecture = default_architecture([1], [-13.6], 2.0, channels=4, num_interactions=1, radial_MLP=(8,),
+                                        pair_repulsion=True)
     Committee.from_architecture(architecture, 4).save(path)
     return path
 
