@@ -212,7 +212,7 @@ def check_no_collapse(images: Sequence[Atoms], prediction: CommitteePrediction, 
         k = int(np.argmin(excess))
         i, j = sorted((int(first[k]), int(second[k])))
         symbols = atoms.get_chemical_symbols()
-        bond = covalent_radii[atoms.numbers[i]] + covalent_radii[atoms.numbers[j]]
+        bond = radii[i] + radii[j]
         raise CollapsedPathError(
             f"{name}: atoms {i} ({symbols[i]}) and {j} ({symbols[j]}) are "
             f"{distance[k]:.2f} Å apart, under {COLLAPSE_FRACTION:g} of their covalent bond length ({bond:.2f} Å); "

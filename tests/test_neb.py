@@ -9,8 +9,7 @@ from ase import Atoms
 from ase.constraints import FixAtoms
 
 from mfal.neb import NEBSettingsError, neb_from_endpoints, relax_endpoints, run_neb
-from mfal.potentials import Committee, PathCompositionError, default_architecture
-from mfal.potentials.errors import CollapsedPathError
+from mfal.potentials import CollapsedPathError, Committee, PathCompositionError, default_architecture
 from mfal.potentials.analytic import LEPSCalculator
 from mfal.potentials.train import TrainingSettings, train_committee
 from mfal.systems.h3 import h3_path

@@ -21,6 +21,7 @@ _EXPORTS = {
     "resolve_dtype": "mfal.potentials.committee",
     "ArchitectureMismatchError": "mfal.potentials.errors",
     "ArchitectureRecordError": "mfal.potentials.errors",
+    "CollapsedPathError": "mfal.potentials.errors",
     "CommitteeFileError": "mfal.potentials.errors",
     "CommitteeSizeError": "mfal.potentials.errors",
     "DeviceError": "mfal.potentials.errors",

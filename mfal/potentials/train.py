@@ -381,20 +381,19 @@ def error_metrics(committee: Committee, structures: Sequence[Atoms], energy_key:
     prediction = committee.evaluate(structures)
     natoms = np.array([len(atoms) for atoms in structures], dtype=float)
     reference_energy = np.array([atoms.info[energy_key] for atoms in structures], dtype=float)
-    with_forces = [index for index, atoms in enumerate(structures) if structure_forces_weight(atoms) != 0]
-    reference_forces = np.concatenate([structures[index].arrays[forces_key] for index in with_forces] + [np.zeros((0, 3))])
-    offsets = prediction.atom_offsets
-    rows = np.concatenate([np.arange(offsets[index], offsets[index + 1]) for index in with_forces] + [np.zeros(0, int)])
+    fitted = np.array([structure_forces_weight(atoms) != 0 for atoms in structures])
+    fitted_atoms = np.repeat(fitted, natoms.astype(int))
+    reference_forces = np.concatenate([atoms.arrays[forces_key] for atoms in structures])[fitted_atoms]
 
     def rmse_energy(energies: np.ndarray) -> float:
         return float(1000 * np.sqrt(np.mean(((energies - reference_energy) / natoms) ** 2)))
 
     def rmse_forces(forces: np.ndarray) -> float:
-        return float(1000 * np.sqrt(np.mean((forces[rows] - reference_forces) ** 2))) if len(rows) else float("nan")
+        return float(1000 * np.sqrt(np.mean((forces[fitted_atoms] - reference_forces) ** 2))) if fitted.any() else float("nan")
 
     return {
         "n_structures": len(structures),
-        "n_energy_only": len(structures) - len(with_forces),
+        "n_energy_only": int(np.count_nonzero(~fitted)),
         "energy_rmse_mev_per_atom": rmse_energy(prediction.energy_mean),
         "force_rmse_mev_per_a": rmse_forces(prediction.forces_mean),
         "member_energy_rmse_mev_per_atom": [rmse_energy(e) for e in prediction.energies],
