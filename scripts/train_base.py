@@ -15,6 +15,11 @@ Reads ``data/<system>/<system>_pbe.extxyz`` and writes to ``data/<system>/``:
   ``<system>_pbe.json`` when it holds one), the training settings and the time
   one member takes for a 26-atom cell on one core.
 
+``--warm-start COMMITTEE`` trains each member on from a committee's member
+instead of fresh weights (``train_committee(initial=...)``): after ``--add-path``
+has labelled a region the committee's NEB wandered into, a round of
+fine-tuning replaces a full training.
+
 Finished members are checkpointed under ``$MFAL_HOME/train_checkpoints/<system>``,
 and unfinished ones save their progress there every two minutes: rerunning after an
 interruption trains only the members still missing, each from where it stopped.
@@ -25,6 +30,7 @@ translation-equivalent final state, both relaxed again on the committee.
 """
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -169,6 +175,10 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=4)
     parser.add_argument("--jobs", type=int, default=1, help="members trained at once, one process each (default 1)")
     parser.add_argument("--max-epochs", type=int, default=None, help="override the system's default")
+    parser.add_argument("--learning-rate", type=float, default=None, help="override the system's default")
+    parser.add_argument("--warm-start", type=Path, default=None, metavar="COMMITTEE",
+                        help="start each member from this committee file's member of the same index "
+                             "(its architecture kept), e.g. after --add-path labelled a stray NEB path")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default data/<system>)")
     parser.add_argument("--device", default="cpu", help="torch device of the training: cpu (default), cuda or auto")
     args = parser.parse_args()
@@ -185,11 +195,15 @@ def main() -> None:
     overrides = dict(options["settings"], device=args.device)
     if args.max_epochs is not None:
         overrides["max_epochs"] = args.max_epochs
+    if args.learning_rate is not None:
+        overrides["learning_rate"] = args.learning_rate
     settings = TrainingSettings(**overrides)
+    initial = None if args.warm_start is None else Committee.load(args.warm_start, device=args.device)
 
     start = time.perf_counter()
     committee, metrics = train_committee(
-        frames, args.members, settings=settings, architecture_options=options["architecture"], progress=True,
+        frames, args.members, settings=settings, progress=True,
+        architecture_options=options["architecture"] if initial is None else None, initial=initial,
         checkpoint_dir=mfal_home() / "train_checkpoints" / args.system, jobs=args.jobs,
     )
     # Members restored from checkpoints cost this run nothing; each member's own time is in its run.
@@ -220,6 +234,8 @@ def main() -> None:
         dataset={"file": dataset.name, "n_configurations": len(frames),
                  "energy_only": {"max_force_ev_per_a": options["max_force"], "config_ids": energy_only}},
         heldout_file=heldout.name,
+        warm_start=None if args.warm_start is None else {
+            "file": args.warm_start.name, "sha256": hashlib.sha256(args.warm_start.read_bytes()).hexdigest()},
         architecture=options["architecture"],
         neb={
             "n_intermediate": N_INTERMEDIATE,

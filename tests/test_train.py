@@ -183,6 +183,33 @@ def test_members_trained_in_parallel_processes_equal_those_trained_one_by_one(tm
     with pytest.raises(PotentialError, match="jobs must be at least 1"):
         train_committee(data, 4, jobs=0, **options)
 
+def test_a_warm_start_trains_on_from_the_initial_members_and_its_checkpoints_name_them(tmp_path, monkeypatch):
+    import mfal.potentials.train as train
+
+    two = dict(min_members=2, architecture_options=TINY)
+    initial, _ = train_committee(leps_h3_dataset(16, seed=2), 2, settings=TrainingSettings(max_epochs=2, batch_size=8), **two)
+    other_start, _ = train_committee(leps_h3_dataset(16, seed=3), 2, settings=TrainingSettings(max_epochs=1, batch_size=8), **two)
+    more_data = leps_h3_dataset(20, seed=5)  # other structures: other E0s and neighbour count if refitted
+    # A learning rate this small leaves the weights where they started: only the recentred energy shift moves,
+    # which leaves forces alone.
+    still = dict(settings=TrainingSettings(max_epochs=1, batch_size=8, learning_rate=1e-14), min_members=2)
+    warm, _ = train_committee(more_data, 2, initial=initial, checkpoint_dir=tmp_path, **still)
+    assert warm.architecture["avg_num_neighbors"] == initial.architecture["avg_num_neighbors"]
+    np.testing.assert_allclose(warm.evaluate(more_data[:3]).forces, initial.evaluate(more_data[:3]).forces, atol=1e-9)
+    fresh, _ = train_committee(more_data, 2, architecture_options=TINY, **still)
+    assert np.abs(fresh.evaluate(more_data[:3]).forces - initial.evaluate(more_data[:3]).forces).max() > 1e-3
+
+    trained = []
+    real_train_member = train.train_member
+    monkeypatch.setattr(train, "train_member", lambda *a, **k: trained.append(a[4]) or real_train_member(*a, **k))
+    train_committee(more_data, 2, initial=initial, checkpoint_dir=tmp_path, **still)
+    assert trained == []  # the same start: every member restored
+    train_committee(more_data, 2, initial=other_start, checkpoint_dir=tmp_path, **still)
+    assert trained == [0, 1]  # another start: neither checkpoint is this training's
+    with pytest.raises(PotentialError, match="keeps the initial committee's architecture"):
+        train_committee(more_data, 2, initial=initial, architecture_options=TINY, **still)
+
+
 def test_train_base_command_writes_committee_and_metrics(tmp_path):
     path = tmp_path / "h3.extxyz"
     write(path, as_calculator_results(leps_h3_dataset(12, seed=4)))

@@ -13,6 +13,7 @@ empty one reads no labels and silently trains on zero energies.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import multiprocessing
@@ -279,8 +280,9 @@ def train_member(
     progress: Progress | None = None,
     label: str = "member",
     saved_progress: MemberProgress | None = None,
+    initial_state: dict[str, torch.Tensor] | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Train one member from a fresh initialisation (``seed``), early-stopped on ``valid_graphs``.
+    """Train one member from a fresh initialisation (``seed``) or from ``initial_state``, early-stopped on ``valid_graphs``.
 
     As in mace's own trainer, gradients are clipped (``clip_grad``, in norm)
     so that one batch of strongly compressed geometries cannot throw the
@@ -300,7 +302,10 @@ def train_member(
     start = time.perf_counter()
     dtype, device = resolve_dtype(settings.dtype), resolve_device(settings.device)
     torch.manual_seed(seed)
-    model = build_model(record, dtype=dtype).to(device)
+    model = build_model(record, dtype=dtype)
+    if initial_state is not None:
+        model.load_state_dict(initial_state, strict=True)
+    model = model.to(device)
     recentre_shift(model, train_graphs, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, amsgrad=True)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=max(1, settings.patience // 3))
@@ -412,6 +417,7 @@ def train_committee(
     min_members: int = DEFAULT_MIN_MEMBERS,
     checkpoint_dir: Path | None = None,
     jobs: int = 1,
+    initial: Committee | None = None,
 ) -> tuple[Committee, dict[str, Any]]:
     """Train ``n_members`` MACE models on labelled structures; return the committee and its metrics.
 
@@ -431,7 +437,16 @@ def train_committee(
     With ``jobs`` > 1, that many members train at once, each in its own
     single-threaded process: a member's small batches leave most of a second
     thread idle, so on a multi-core machine parallel members finish sooner.
+
+    With ``initial`` (a warm start), member ``i`` starts from the weights of the
+    initial committee's member ``i`` (modulo its size) instead of fresh ones,
+    and keeps its architecture and data constants: a committee whose NEB found
+    a region its data lacked is trained on once more with that region's labels
+    added, in a fraction of the epochs a fresh one needs. Each member's
+    checkpoint identity then includes a hash of its starting weights.
     """
+    if initial is not None and architecture_options:
+        raise PotentialError("a warm start keeps the initial committee's architecture; give no architecture_options")
     if jobs < 1:
         raise PotentialError(f"jobs must be at least 1, got {jobs}")
     if n_members < min_members:
@@ -439,10 +454,14 @@ def train_committee(
     labelled = attach_labels(structures, settings.energy_key, settings.forces_key)
     splits = split_indices(len(labelled), settings.valid_fraction, settings.test_fraction, settings.seed)
     train = [labelled[i] for i in splits["train"]]
-    elements = sorted({int(z) for atoms in labelled for z in atoms.numbers})
-    base = default_architecture(elements, [0.0] * len(elements), 1.0, **(architecture_options or {}))
-    constants = fit_constants(train, base["atomic_numbers"], base["r_max"], settings.energy_key, settings.forces_key)
-    record = {**base, **constants}
+    if initial is None:
+        elements = sorted({int(z) for atoms in labelled for z in atoms.numbers})
+        base = default_architecture(elements, [0.0] * len(elements), 1.0, **(architecture_options or {}))
+        constants = fit_constants(train, base["atomic_numbers"], base["r_max"], settings.energy_key, settings.forces_key)
+        record = {**base, **constants}
+    else:
+        record = dict(initial.architecture)
+    starts = initial.state_dicts() if initial is not None else []
     check_elements(labelled, record["atomic_numbers"])
     dtype = resolve_dtype(settings.dtype)
     valid = [labelled[i] for i in splits["valid"]]
@@ -454,6 +473,8 @@ def train_committee(
     for member in range(n_members):
         seed = settings.seed + member
         identity = {"record": record, "settings": asdict(settings), "seed": seed, "data": data_hash}
+        if starts:
+            identity["initial_weights"] = weights_hash(starts[member % len(starts)])
         saved = checkpoint_dir / f"member_{member:02d}.pt" if checkpoint_dir is not None else None
         restored = load_member(saved, identity, dtype) if saved is not None else None
         if restored is not None:
@@ -465,7 +486,9 @@ def train_committee(
         progress_files[member] = None if saved is None else \
             MemberProgress(saved.with_suffix(".progress.pt"), json.dumps(identity, sort_keys=True))
     resamples = {member: chosen for member, (_, _, chosen) in pending.items()}
-    trained = _train_members(record, train, valid, resamples, progress_files, settings, n_members, progress, jobs)
+    initial_states = {member: starts[member % len(starts)] if starts else None for member in pending}
+    trained = _train_members(record, train, valid, resamples, progress_files, initial_states, settings, n_members,
+                             progress, jobs)
     for member, model, run in trained:
         identity, saved, chosen = pending[member]
         run["distinct_training_structures"] = int(len(set(chosen.tolist())))
@@ -493,6 +516,7 @@ def _train_members(
     valid: Sequence[Atoms],
     resamples: dict[int, np.ndarray],
     progress_files: dict[int, MemberProgress | None],
+    initial_states: dict[int, dict[str, torch.Tensor] | None],
     settings: TrainingSettings,
     n_members: int,
     progress: bool,
@@ -500,7 +524,8 @@ def _train_members(
 ) -> Iterator[tuple[int, torch.nn.Module, dict[str, Any]]]:
     """Train each member in ``resamples`` (member -> indices into ``train``); yield (member, model, run) as each finishes.
 
-    Each saves its progress to its ``progress_files`` entry (None: not saved).
+    Each saves its progress to its ``progress_files`` entry (None: not saved)
+    and starts from its ``initial_states`` entry (None: fresh weights).
 
     One at a time in this process, with a progress bar per member's epochs, or
     ``jobs`` at a time in single-threaded worker processes with a bar over
@@ -516,7 +541,7 @@ def _train_members(
             for member, chosen in resamples.items():
                 model, run = train_member(record, [train_graphs[i] for i in chosen], valid_graphs, settings,
                                           settings.seed + member, progress=bar, label=f"member {member + 1}/{n_members}",
-                                          saved_progress=progress_files[member])
+                                          saved_progress=progress_files[member], initial_state=initial_states[member])
                 yield member, model, run
         return
     context = multiprocessing.get_context("spawn")
@@ -524,7 +549,8 @@ def _train_members(
             Progress(*MEMBER_COLUMNS, disable=not progress) as bar:
         task = bar.add_task(f"{len(resamples)} members, {jobs} at a time", total=len(resamples))
         futures = {pool.submit(_trained_weights, record, [train[i] for i in chosen], valid, settings, settings.seed + member,
-                               progress_files[member]): member for member, chosen in resamples.items()}
+                               progress_files[member], _as_numpy(initial_states[member])): member
+                   for member, chosen in resamples.items()}
         for future in as_completed(futures):
             weights, run = future.result()
             model = build_model(record, dtype=dtype)
@@ -533,11 +559,27 @@ def _train_members(
             yield futures[future], model, run
 
 
-def _trained_weights(record, train, valid, settings, seed, saved_progress) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """:func:`train_member` on structures, in a worker process; the weights travel back as numpy arrays."""
+def _trained_weights(record, train, valid, settings, seed, saved_progress, initial_weights) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """:func:`train_member` on structures, in a worker process; the weights travel both ways as numpy arrays."""
+    initial_state = None if initial_weights is None else {name: torch.from_numpy(array) for name, array in initial_weights.items()}
     model, run = train_member(record, *_graphs(record, train, valid, settings), settings, seed,
-                              saved_progress=saved_progress)
-    return {name: tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}, run
+                              saved_progress=saved_progress, initial_state=initial_state)
+    return _as_numpy(model.state_dict()), run
+
+
+def _as_numpy(state: dict[str, torch.Tensor] | None) -> dict[str, np.ndarray] | None:
+    """Weights as numpy arrays, which travel between processes without a file descriptor per tensor."""
+    return None if state is None else {name: tensor.detach().cpu().numpy() for name, tensor in state.items()}
+
+
+def weights_hash(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of a state dict's names, shapes and values, so a warm-started member is tied to its start."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        array = state[name].detach().cpu().numpy()
+        digest.update(f"{name}:{array.dtype}:{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 def _graphs(record, train, valid, settings) -> tuple[list, list]:
