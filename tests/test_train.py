@@ -233,3 +233,12 @@ def test_train_base_command_writes_committee_and_metrics(tmp_path):
     missing = CliRunner().invoke(app, ["train-base", str(tmp_path / "nope.extxyz")])
     assert isinstance(missing.exception, MfalError)
     assert "does not exist" in str(missing.exception)
+
+    warm_output = tmp_path / "warm"
+    warm = CliRunner().invoke(app, ["train-base", str(path), "--output", str(warm_output), "--max-epochs", "1",
+                                    "--warm-start", str(output / "committee.pt")])
+    assert warm.exit_code == 0, warm.output
+    assert Committee.load(warm_output / "committee.pt").r_max == 3.0  # the initial committee's, not the default 5 Å
+    assert json.loads((warm_output / "metrics.json").read_text())["warm_start"] == str(output / "committee.pt")
+    no_start = CliRunner().invoke(app, ["train-base", str(path), "--warm-start", str(tmp_path / "none.pt")])
+    assert "warm-start committee file" in str(no_start.exception)

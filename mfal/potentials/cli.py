@@ -37,6 +37,9 @@ def train_base(
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Members trained at once, each in its own single-threaded process."),
     export_mace: bool = typer.Option(False, "--export-mace", help="Also write each member as a mace .model file."),
+    warm_start: Path | None = typer.Option(
+        None, "--warm-start", help="An mfal committee file: member i trains on from its member i, keeping its "
+        "architecture (the architecture options above then do not apply)."),
 ) -> None:
     """Train a committee of MACE models (seeds + bootstrap resamples) and write it with its metrics.
 
@@ -46,10 +49,13 @@ def train_base(
     """
     import ase.io
 
+    from mfal.potentials import Committee
     from mfal.potentials.train import TrainingSettings, train_committee
 
     if not data.is_file():
         raise MfalError(f"training data file {data} does not exist")
+    if warm_start is not None and not warm_start.is_file():
+        raise MfalError(f"warm-start committee file {warm_start} does not exist")
     try:
         structures = ase.io.read(data, index=":")
     except Exception as exc:  # ASE raises many kinds for unreadable files
@@ -69,18 +75,22 @@ def train_base(
         dtype=dtype,
         device=device,
     )
+    initial = None if warm_start is None else Committee.load(warm_start, device=device)
     trained, metrics = train_committee(
         structures,
         committee,
         settings=settings,
-        architecture_options={"r_max": r_max, "channels": channels, "max_L": max_l, "num_interactions": num_interactions,
-                              "pair_repulsion": pair_repulsion},
+        architecture_options=None if initial is not None else {
+            "r_max": r_max, "channels": channels, "max_L": max_l, "num_interactions": num_interactions,
+            "pair_repulsion": pair_repulsion},
         progress=True,
         jobs=jobs,
+        initial=initial,
     )
     output.mkdir(parents=True, exist_ok=True)
     trained.save(output / "committee.pt")
     metrics["data"] = str(data)
+    metrics["warm_start"] = None if warm_start is None else str(warm_start)
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if export_mace:
         trained.export_mace_models(output / "mace_models")
