@@ -183,6 +183,7 @@ def test_members_trained_in_parallel_processes_equal_those_trained_one_by_one(tm
     with pytest.raises(PotentialError, match="jobs must be at least 1"):
         train_committee(data, 4, jobs=0, **options)
 
+
 def test_a_warm_start_trains_on_from_the_initial_members_and_its_checkpoints_name_them(tmp_path, monkeypatch):
     import mfal.potentials.train as train
 

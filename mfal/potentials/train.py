@@ -462,6 +462,7 @@ def train_committee(
     else:
         record = dict(initial.architecture)
     starts = initial.state_dicts() if initial is not None else []
+    member_starts = [starts[member % len(starts)] if starts else None for member in range(n_members)]
     check_elements(labelled, record["atomic_numbers"])
     dtype = resolve_dtype(settings.dtype)
     valid = [labelled[i] for i in splits["valid"]]
@@ -473,8 +474,8 @@ def train_committee(
     for member in range(n_members):
         seed = settings.seed + member
         identity = {"record": record, "settings": asdict(settings), "seed": seed, "data": data_hash}
-        if starts:
-            identity["initial_weights"] = weights_hash(starts[member % len(starts)])
+        if member_starts[member] is not None:
+            identity["initial_weights"] = weights_hash(member_starts[member])
         saved = checkpoint_dir / f"member_{member:02d}.pt" if checkpoint_dir is not None else None
         restored = load_member(saved, identity, dtype) if saved is not None else None
         if restored is not None:
@@ -486,7 +487,7 @@ def train_committee(
         progress_files[member] = None if saved is None else \
             MemberProgress(saved.with_suffix(".progress.pt"), json.dumps(identity, sort_keys=True))
     resamples = {member: chosen for member, (_, _, chosen) in pending.items()}
-    initial_states = {member: starts[member % len(starts)] if starts else None for member in pending}
+    initial_states = {member: member_starts[member] for member in pending}
     trained = _train_members(record, train, valid, resamples, progress_files, initial_states, settings, n_members,
                              progress, jobs)
     for member, model, run in trained:
