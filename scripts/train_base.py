@@ -176,6 +176,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="members trained at once, one process each (default 1)")
     parser.add_argument("--max-epochs", type=int, default=None, help="override the system's default")
     parser.add_argument("--learning-rate", type=float, default=None, help="override the system's default")
+    parser.add_argument("--energy-weight", type=float, default=None, help="override the system's default")
+    parser.add_argument("--forces-weight", type=float, default=None, help="override the system's default")
     parser.add_argument("--warm-start", type=Path, default=None, metavar="COMMITTEE",
                         help="start each member from this committee file's member of the same index "
                              "(its architecture kept), e.g. after --add-path labelled a stray NEB path")
@@ -193,10 +195,9 @@ def main() -> None:
         raise SystemSpecError(f"no dataset at {dataset}; make it with scripts/make_{args.system}_dataset.py")
     frames, energy_only = energy_only_where_extreme(frames, options["max_force"])
     overrides = dict(options["settings"], device=args.device)
-    if args.max_epochs is not None:
-        overrides["max_epochs"] = args.max_epochs
-    if args.learning_rate is not None:
-        overrides["learning_rate"] = args.learning_rate
+    for name in ("max_epochs", "learning_rate", "energy_weight", "forces_weight"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
     settings = TrainingSettings(**overrides)
     initial = None if args.warm_start is None else Committee.load(args.warm_start, device=args.device)
 
