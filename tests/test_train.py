@@ -121,7 +121,8 @@ def test_a_member_cut_off_mid_training_resumes_from_its_progress_file_to_the_sam
     whole, whole_run = train_member(record, graphs[:18], graphs[18:], settings, seed=1)
 
     monkeypatch.setattr(train, "PROGRESS_EVERY_S", 0.0)  # save after every epoch
-    saved = MemberProgress(tmp_path / "member_01.progress.pt", "this member")
+    # In a folder that does not exist yet, as on a fresh machine's first training.
+    saved = MemberProgress(tmp_path / "checkpoints" / "member_01.progress.pt", "this member")
     real_save = MemberProgress.save
 
     def cut_off_after_two_epochs(self, state):

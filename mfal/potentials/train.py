@@ -265,7 +265,8 @@ class MemberProgress:
         return state if state.get("identity") == self.identity else None
 
     def save(self, state: dict[str, Any]) -> None:
-        """Write the state (atomic replace)."""
+        """Write the state (atomic replace), making its folder on a fresh machine."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_suffix(".part")
         torch.save({**state, "identity": self.identity}, partial)
         partial.replace(self.path)
