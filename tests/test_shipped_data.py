@@ -13,7 +13,7 @@ from mfal.systems.mos2 import MOS2_THICKNESS
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SHIPPED_COMMITTEES = sorted(path.parent.name for path in DATA.glob("*/committee.pt"))
-"""Every committee under data/ is tested; a system's committee is shipped once it meets its targets."""
+"""Every committee under data/ is tested; data/README.md says how close each comes to its targets."""
 
 
 def _labels_consistent(frames, formulas):
