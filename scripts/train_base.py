@@ -75,9 +75,10 @@ weight 10: at weight 1 the force term outweighed the per-atom energy term about 
 committee's barrier came out 0.065 eV below PBE's.
 
 MoS2 members have 32 channels (30.6 ms for the 26-atom cell on one core; 16 channels: 19.5 ms).
-At 16 channels they fit the training energies to 6.8 meV/atom only, and two more rounds of
-training on from the shipped 16-channel committee, with its own path's GPAW saddle (2.205 eV)
-in the data, still put that saddle at 1.95-2.10 eV.
+At 16 channels they fit the training energies to 5.7-6.8 meV/atom only: a round of training on
+from the shipped 16-channel committee, with its own path's GPAW saddle (2.205 eV) in the data,
+still put that saddle at 1.97-2.10 eV, as the round before had put its predecessor's (2.36 eV,
+also in its data) at 1.94-2.15 eV.
 
 ``max_force`` (eV/Å): frames with a larger force component train on their energy alone. In
 MoS2 these are rattled straight-line midpoints of the hop with S 1.57-1.77 Å from Mo (bonds
