@@ -37,7 +37,7 @@ class SurrogateSettings(StrictModel):
 
     With both ``model_file`` and ``calculator`` the reference is their sum: a
     DFT-trained model plus an analytic correction (e.g.
-    :class:`mfal.potentials.coordination.CoordinationPenalty`) makes a
+    :class:`mfal.potentials.bond_stretch.StretchedBondEnergy`) makes a
     high-fidelity surface that differs from the model where it should.
     """
 
