@@ -30,6 +30,21 @@ def settings_hash(settings: dict) -> str:
     return _digest(settings)
 
 
+def weights_hash(state) -> str:
+    """sha256 of a state dict's names, dtypes, shapes and exact values (tensors or arrays).
+
+    Unlike :func:`structure_hash` nothing is rounded: two models that differ in
+    any weight are different models.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        value = state[name]
+        array = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+        digest.update(f"{name}:{array.dtype}:{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
 def _rounded(array: np.ndarray) -> list:
     # Adding 0.0 turns -0.0 into 0.0 so that signed zeros do not change the hash.
     return (np.round(np.asarray(array, dtype=float), POSITION_DECIMALS) + 0.0).tolist()

@@ -3,16 +3,17 @@
 All writes are idempotent on a unique key, so a FireWorks task retried after a
 crash never duplicates a record:
 
-==================  ==============================  ==========================================
-collection          unique key                      what a second write does
-==================  ==============================  ==========================================
-mfal_structures     content hash (``_id``)          nothing (same content, same hash)
-mfal_labels         (structure_hash, settings_hash) nothing: a QMC result is never overwritten
-mfal_models         model key (``_id``)             nothing if the payload is the same, else error
-mfal_campaigns      campaign name (``_id``)         nothing if the config is the same, else error
-mfal_cycles         (campaign, cycle)               updates the given fields
-mfal_neb_paths      (campaign, cycle)               replaces the path
-==================  ==============================  ==========================================
+====================  ==================================  ==========================================
+collection            unique key                          what a second write does
+====================  ==================================  ==========================================
+mfal_structures       content hash (``_id``)              nothing (same content, same hash)
+mfal_labels           (structure_hash, settings_hash)     nothing: a QMC result is never overwritten
+mfal_models           model key (``_id``)                 nothing if the payload is the same, else error
+mfal_campaigns        campaign name (``_id``)             nothing if the config is the same, else error
+mfal_cycles           (campaign, cycle)                   updates the given fields
+mfal_neb_paths        (campaign, cycle)                   replaces the path
+mfal_force_responses  (member fingerprint, structure)     nothing (a response depends on its key alone)
+====================  ==================================  ==========================================
 
 Model weights live in GridFS (bucket ``mfal_model_files``) as opaque bytes: the
 store never unpickles anything; callers load them with ``weights_only=True``.
@@ -31,7 +32,7 @@ from datetime import datetime, timezone
 
 import gridfs
 import numpy as np
-from bson import ObjectId
+from bson import Binary, ObjectId
 from bson.errors import InvalidId
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
@@ -58,6 +59,7 @@ class Store:
         self.campaigns = database["mfal_campaigns"]
         self.cycles = database["mfal_cycles"]
         self.neb_paths = database["mfal_neb_paths"]
+        self.force_responses = database["mfal_force_responses"]
         self.model_files = gridfs.GridFS(database, collection="mfal_model_files")
         self.ensure_indexes()
 
@@ -223,6 +225,40 @@ class Store:
     @retry_when_unreachable("looking up a model")
     def has_model(self, key: str) -> bool:
         return self.models.count_documents({"_id": key}, limit=1) > 0
+
+    # -- force responses of base members on refit anchors ---------------------
+    @retry_when_unreachable("storing a force response")
+    def put_force_response(self, key: str, forces: np.ndarray, design: np.ndarray) -> None:
+        """Keep one anchor's forces (3A,) and force design (3A, P) as float64 bytes; idempotent."""
+        forces, design = np.asarray(forces, dtype="<f8"), np.asarray(design, dtype="<f8")
+        if design.ndim != 2 or forces.shape != (design.shape[0],):
+            raise StoreError(f"force response {key!r}: forces {forces.shape} do not match design {design.shape}")
+        record = {
+            "_id": key,
+            "rows": int(design.shape[0]),
+            "columns": int(design.shape[1]),
+            "forces": Binary(forces.tobytes()),
+            "design": Binary(np.ascontiguousarray(design).tobytes()),
+            "created_at": utcnow(),
+        }
+        try:
+            self.force_responses.insert_one(record)
+        except DuplicateKeyError:
+            pass
+
+    @retry_when_unreachable("reading force responses")
+    def get_force_responses(self, keys) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """(forces, design) of each key that is stored; keys not stored are left out."""
+        found = {}
+        for record in self.force_responses.find({"_id": {"$in": list(keys)}}):
+            rows, columns = record["rows"], record["columns"]
+            forces = np.frombuffer(record["forces"], dtype="<f8")
+            design = np.frombuffer(record["design"], dtype="<f8")
+            if forces.size != rows or design.size != rows * columns:
+                raise StoreError(f"force response {record['_id']!r} is truncated: {forces.size} forces and "
+                                 f"{design.size} design values for {rows} x {columns}")
+            found[record["_id"]] = (forces, design.reshape(rows, columns))
+        return found
 
     # -- campaigns, cycles, NEB paths ----------------------------------------
     @retry_when_unreachable("registering a campaign")

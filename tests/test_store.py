@@ -127,3 +127,23 @@ def test_campaign_identity(store):
         store.put_campaign("c1", {"a": 2})
     with pytest.raises(StoreError, match="unknown campaign 'nope'; known campaigns: c1"):
         store.history("nope")
+
+
+def test_force_response_round_trip_is_exact_and_written_once(store):
+    rng = np.random.default_rng(2)
+    forces, design = rng.normal(size=6), rng.normal(size=(6, 4))
+    store.put_force_response("member:structure", forces, design)
+    store.put_force_response("member:structure", forces + 1.0, design)  # a second write changes nothing
+    found = store.get_force_responses(["member:structure", "member:other"])
+    assert list(found) == ["member:structure"]
+    np.testing.assert_array_equal(found["member:structure"][0], forces)
+    np.testing.assert_array_equal(found["member:structure"][1], design)
+    with pytest.raises(StoreError, match="do not match"):
+        store.put_force_response("member:bad", forces[:5], design)
+
+
+def test_truncated_force_response_is_an_error_not_a_wrong_design(store):
+    store.put_force_response("member:cut", np.zeros(6), np.zeros((6, 4)))
+    store.force_responses.update_one({"_id": "member:cut"}, {"$set": {"columns": 5}})
+    with pytest.raises(StoreError, match="truncated"):
+        store.get_force_responses(["member:cut"])

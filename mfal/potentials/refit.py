@@ -47,14 +47,13 @@ from mfal.potentials.graphs import check_elements
 from mfal.potentials.refit_calibration import calibration_summary, leave_one_out_predictions
 from mfal.potentials.refit_linear import (
     EnergyResponse,
-    concatenate_force_responses,
     energy_response,
     flat_parameters,
-    force_response,
     output_parameters,
     refitted_model,
 )
 from mfal.potentials.refit_offsets import choose_offset_mode, composition_matrix, offset_basis
+from mfal.potentials.refit_responses import AnchorResponses, ResponseCache
 from mfal.potentials.refit_settings import RefitSettings
 from mfal.potentials.refit_solve import MemberProblem, MemberSolution, force_root, solve_member
 
@@ -145,10 +144,14 @@ def refit_committee(
     labels: Sequence[EnergyLabel],
     anchors: Sequence[ase.Atoms],
     settings: RefitSettings | None = None,
+    *,
+    response_cache: ResponseCache | None = None,
 ) -> RefitResult:
     """Refit every member of a DFT-trained ``committee`` on ``labels``; the input is not modified.
 
-    With no labels the result equals the parent, weight for weight.
+    With no labels the result equals the parent, weight for weight. The
+    anchors' force responses are taken from ``response_cache`` where it holds them
+    and put there otherwise (see :mod:`mfal.potentials.refit_responses`).
     """
     settings = settings or RefitSettings()
     labels, anchors = list(labels), list(anchors)
@@ -166,16 +169,13 @@ def refit_committee(
     offset_features = counts @ basis
 
     label_batch = committee.batch(structures)
-    anchor_batches = [
-        committee.batch(anchors[start : start + settings.anchor_batch_size])
-        for start in range(0, len(anchors), settings.anchor_batch_size)
-    ]
+    anchor_responses = AnchorResponses(committee, anchors, settings.anchor_batch_size, response_cache)
     every_label = np.arange(len(labels))
     responses, solutions, fits, models = [], [], [], []
     for member, model in enumerate(committee.models):
         member_started, member_cpu = time.perf_counter(), time.process_time()
         energy = energy_response(model, label_batch)
-        forces = concatenate_force_responses([force_response(model, batch) for batch in anchor_batches])
+        forces = anchor_responses.for_member(member)
         root = force_root(forces.design)
         indices, solution = _fit_member(settings, member, 0, every_label, energy, root, offset_features, energies, sigma)
         element_offsets = basis @ solution.phi
@@ -229,6 +229,7 @@ def refit_committee(
         calibration=calibration,
         wall_time_s=time.perf_counter() - started,
     )
+    metrics["anchor_responses"] = {"computed": anchor_responses.computed, "reused": anchor_responses.reused}
     return RefitResult(committee=new_committee, members=fits, metrics=metrics)
 
 

@@ -2,12 +2,15 @@
 
 The parent must be the DFT-trained base committee (never an earlier refit: the
 force reference would drift). Labels are read by id, their structures by hash;
-every input is checked before any model work, and nothing is written unless the
-refit succeeded. The new record holds the parent, the label ids, lambda or
+every input is checked before any model work, and no model is written unless
+the refit succeeded. The new record holds the parent, the label ids, lambda or
 delta, the settings, the anchors' structure hashes and the refit metrics (chi2
 per label, force deviation RMS and max, wall time, calibration). Its key is
 derived from all of these inputs, so a retried task finds its own record again
-instead of writing a second one.
+instead of writing a second one. The parent members' force responses on the
+anchors, which depend on nothing else, are kept in the store as they are
+computed, so a later cycle computes only those of its new NEB images
+(:mod:`mfal.potentials.refit_responses`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from mfal.potentials.refit import (
     check_label_elements,
     refit_committee,
 )
+from mfal.potentials.refit_responses import StoreResponseCache
 from mfal.potentials.refit_settings import RefitSettings
 
 REFIT_KIND = "readout_refit"
@@ -102,7 +106,7 @@ def refit_from_store(
     check_label_elements(labels, _atomic_numbers(record))
     ids = [label.label_id for label in labels]
     committee = Committee.from_store(store, parent, **committee_options)
-    result = refit_committee(committee, labels, anchors, settings)
+    result = refit_committee(committee, labels, anchors, settings, response_cache=StoreResponseCache(store))
     anchor_hashes = [structure_hash(atoms) for atoms in anchors]
     key = key or refit_key(parent, ids, settings, anchor_hashes)
     result.committee.to_store(

@@ -13,7 +13,6 @@ empty one reads no labels and silently trains on zero energies.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import multiprocessing
@@ -31,6 +30,7 @@ from mace.tools import torch_geometric
 from mace.tools.utils import AtomicNumberTable
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from mfal.hashing import weights_hash
 from mfal.potentials.architecture import build_model, default_architecture
 from mfal.potentials.committee import Committee, DEFAULT_MIN_MEMBERS, resolve_device, resolve_dtype
 from mfal.potentials.errors import PotentialError, TrainingDataError
@@ -572,16 +572,6 @@ def _trained_weights(record, train, valid, settings, seed, saved_progress, initi
 def _as_numpy(state: dict[str, torch.Tensor] | None) -> dict[str, np.ndarray] | None:
     """Weights as numpy arrays, which travel between processes without a file descriptor per tensor."""
     return None if state is None else {name: tensor.detach().cpu().numpy() for name, tensor in state.items()}
-
-
-def weights_hash(state: dict[str, torch.Tensor]) -> str:
-    """sha256 of a state dict's names, shapes and values, so a warm-started member is tied to its start."""
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        array = state[name].detach().cpu().numpy()
-        digest.update(f"{name}:{array.dtype}:{array.shape}".encode())
-        digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
 
 
 def _graphs(record, train, valid, settings) -> tuple[list, list]:
