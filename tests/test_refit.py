@@ -15,23 +15,15 @@ import torch
 from ase import Atoms
 from pydantic import ValidationError
 
-from mfal.potentials import Committee, UnknownElementError, default_architecture, run_model
+from mfal.potentials import Committee, UnknownElementError, run_model
 from mfal.potentials.refit import EnergyLabel, RefitInputError, refit_committee
 from mfal.potentials.refit_linear import ATOMIC_ENERGIES_KEY, output_parameters
 from mfal.potentials.refit_settings import RefitSettings
+from tests.refit_helpers import cluster, tiny_architecture
 
 SIGMA = 0.01
 OFFSET_PER_ATOM = 10.0
 TRUE_FORCE_RMS = 0.03
-
-
-def cluster(rng, symbols="H2O2", box=2.6, min_distance=0.9):
-    count = len(Atoms(symbols))
-    while True:
-        positions = rng.uniform(0.0, box, (count, 3))
-        distances = np.linalg.norm(positions[:, None] - positions[None], axis=-1)[np.triu_indices(count, 1)]
-        if distances.min() > min_distance:
-            return Atoms(symbols, positions=positions)
 
 
 def with_weights(model, state_dict):
@@ -62,7 +54,7 @@ def single_thread():
 @pytest.fixture(scope="module")
 def case(single_thread):
     rng = np.random.default_rng(7)
-    architecture = default_architecture([1, 8], [-13.6, -2040.0], 3.0, r_max=3.0, channels=8, radial_MLP=(16, 16))
+    architecture = tiny_architecture()
     (model,) = Committee.from_architecture(architecture, 1, min_members=1, device="cpu").models
     base = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
     models = [model] + [with_weights(model, perturbed(base, rng, 0.02)) for _ in range(2)]

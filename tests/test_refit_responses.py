@@ -5,34 +5,21 @@ from copy import deepcopy
 import numpy as np
 import pytest
 import torch
-from ase import Atoms
 
-from mfal.potentials import Committee, default_architecture
+from mfal.potentials import Committee
 from mfal.potentials.refit import EnergyLabel, refit_committee
 from mfal.potentials.refit_linear import force_response
 from mfal.potentials.refit_responses import AnchorResponses, MemoryResponseCache, member_fingerprint
 from mfal.potentials.refit_settings import RefitSettings
 from mfal.potentials.refit_store import refit_from_store
+from tests.refit_helpers import cluster, tiny_committee_on_one_thread
 
 SETTINGS = RefitSettings(calibrate=False, anchor_batch_size=4)
 
 
-def cluster(rng, symbols="H2O2"):
-    count = len(Atoms(symbols))
-    while True:
-        positions = rng.uniform(0.0, 2.6, (count, 3))
-        distances = np.linalg.norm(positions[:, None] - positions[None], axis=-1)[np.triu_indices(count, 1)]
-        if distances.min() > 0.9:
-            return Atoms(symbols, positions=positions)
-
-
 @pytest.fixture(scope="module")
 def committee():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    architecture = default_architecture([1, 8], [-13.6, -2040.0], 3.0, r_max=3.0, channels=8, radial_MLP=(16, 16))
-    yield Committee.from_architecture(architecture, 2, min_members=2, device="cpu")
-    torch.set_num_threads(previous)
+    yield from tiny_committee_on_one_thread(2)
 
 
 @pytest.fixture(scope="module")
