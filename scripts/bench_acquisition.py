@@ -328,10 +328,12 @@ def plot(results: dict, path: Path) -> None:
         errors = band([[abs(row["barrier"] - truth) for row in run["cycles"]] for run in runs])
         spreads = band([[row["spread"] for row in run["cycles"]] for run in runs])
         # The paper protocol has no cycles in between: its two points are joined by a dotted line only.
-        style = {"marker": "s", "linestyle": ":"} if strategy == "paper" else {"marker": "o"}
+        # Its labels are those of `all`'s first cycle, so its open squares are drawn on top of that curve.
+        style = {"marker": "s", "linestyle": ":", "markersize": 9, "markerfacecolor": "none", "zorder": 3} \
+            if strategy == "paper" else {"marker": "o", "markersize": 4}
         for axes, values in ((error_axes, errors), (spread_axes, spreads)):
             axes.fill_between(labels, values["min"], values["max"], color=color, alpha=0.18, linewidth=0)
-            axes.plot(labels, values["median"], markersize=4, color=color, label=strategy, **style)
+            axes.plot(labels, values["median"], color=color, label=strategy, **style)
     error_axes.axhline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {threshold:g} eV")
     if results["noise"] > 0:
         error_axes.axhline(results["noise"], color="0.5", linestyle=":", linewidth=1,
