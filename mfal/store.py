@@ -238,7 +238,7 @@ class Store:
             "rows": int(design.shape[0]),
             "columns": int(design.shape[1]),
             "forces": Binary(forces.tobytes()),
-            "design": Binary(np.ascontiguousarray(design).tobytes()),
+            "design": Binary(design.tobytes()),
             "created_at": utcnow(),
         }
         try:
