@@ -95,6 +95,9 @@ class DbTarget:
         """A FireWorks LaunchPad on the same database as :meth:`database`."""
         from fireworks import LaunchPad
 
+        from mfal.fireworks_ids import use_race_free_ids
+
+        use_race_free_ids()
         self.client()  # fail early with a clear message rather than inside FireWorks
         launchpad = LaunchPad(**self.launchpad_dict())
         initialise_launchpad(launchpad)

@@ -1,7 +1,9 @@
 """``mfal campaign run``: a campaign driven to its end by local ``rlaunch rapidfire`` workers.
 
-The workers are the real FireWorks ``rlaunch`` command in subprocesses, exactly
-what a cluster node runs; this process only watches the store and the
+The workers are the real FireWorks ``rlaunch`` in subprocesses, exactly what a
+cluster node runs, started as ``mfal-rlaunch`` so that workers checking out
+fireworks at the same moment never share a launch id (:mod:`mfal.fireworks_ids`);
+this process only watches the store and the
 LaunchPad and shows where the campaign stands (cycle, step, barrier so far,
 QMC labels used).
 
@@ -126,9 +128,9 @@ def worker_environment(environ, workers: int, cores: int | None = None) -> dict[
 
 def _run_workers(config, target, launchpad, store, console, workers: int) -> None:
     work_dir = mfal_home() / "launches" / config.name
-    rlaunch = shutil.which("rlaunch", path=str(Path(sys.executable).parent)) or shutil.which("rlaunch")
+    rlaunch = shutil.which("mfal-rlaunch", path=str(Path(sys.executable).parent)) or shutil.which("mfal-rlaunch")
     if rlaunch is None:
-        raise CampaignRunError("the FireWorks 'rlaunch' command is not installed beside mfal")
+        raise CampaignRunError("the 'mfal-rlaunch' command is not installed beside mfal; reinstall mfal")
     fworker_path = work_dir / "my_fworker.yaml"
     try:
         work_dir.mkdir(parents=True, exist_ok=True)

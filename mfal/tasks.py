@@ -13,7 +13,10 @@ from fireworks import FiretaskBase, FWAction, explicit_serialize
 
 from mfal import steps
 from mfal.config import config_from_dict
+from mfal.fireworks_ids import use_race_free_ids
 from mfal.store import Store
+
+use_race_free_ids()  # a plain ``rlaunch`` that runs mfal fireworks takes its next ids race-free
 
 
 def _store(task: FiretaskBase) -> Store:

@@ -8,7 +8,9 @@ then reads the LaunchPad and the store back and reports:
 
 - integrity: fireworks not COMPLETED (lost or failed), fireworks with more than
   one launch (run twice), labels stored more than once per structure and
-  settings, selected structures without a label, label fireworks per structure;
+  settings, selected structures without a label, label fireworks per structure,
+  launch ids whose launch document is missing or names another firework (two
+  checkouts handed the same launch id, see ``mfal/fireworks_ids.py``);
 - throughput: labels per second over the label phase of each cycle (first label
   started to last label finished) and fireworks per second over the whole
   campaign, and the most label fireworks seen running at once.
@@ -64,6 +66,10 @@ def integrity(store: Store, launchpad, name: str) -> dict:
                      for doc in store.labels.find({"campaign": name}, {"structure_hash": 1, "settings_hash": 1}))
     labelled = {structure for structure, _ in labels}
     label_fireworks = Counter(fw["spec"]["mfal_structure"] for fw in fireworks if fw["spec"]["mfal_step"] == "label")
+    launch_ids = {(fw["fw_id"], launch_id) for fw in fireworks
+                  for launch_id in fw.get("launches", []) + fw.get("archived_launches", [])}
+    launch_owners = {launch["launch_id"]: launch["fw_id"] for launch in launchpad.launches.find(
+        {"launch_id": {"$in": [launch_id for _, launch_id in launch_ids]}}, {"launch_id": 1, "fw_id": 1})}
     return {
         "fireworks_not_completed": sum(fw["state"] != "COMPLETED" for fw in fireworks),
         "fireworks_run_twice": sum(len(fw.get("launches", [])) + len(fw.get("archived_launches", [])) > 1
@@ -72,6 +78,7 @@ def integrity(store: Store, launchpad, name: str) -> dict:
         "selected_without_label": len(set(selected) - labelled),
         "structures_selected_twice": len(selected) - len(set(selected)),
         "label_fireworks_per_structure_above_one": sum(count > 1 for count in label_fireworks.values()),
+        "launches_missing_or_shared": sum(launch_owners.get(launch_id) != fw_id for fw_id, launch_id in launch_ids),
     }
 
 

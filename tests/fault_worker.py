@@ -11,7 +11,7 @@ long, as a real QMC job takes time, so that parallel workers' jobs overlap.
 disk would.
 
 Run as ``python -m tests.fault_worker -l my_launchpad.yaml rapidfire ...``, this
-module is FireWorks' own ``rlaunch`` in this process with one more fault:
+module is ``mfal-rlaunch`` (FireWorks' own ``rlaunch``) in this process with one more fault:
 
 - ``MFAL_FAULT_BLOCK=explore|label|refit`` makes the worker stop inside that step,
   after its work is done and before the firework completes (for a label: after
@@ -129,7 +129,6 @@ def install_hooks() -> None:
 
 if __name__ == "__main__":
     install_hooks()
-    from fireworks.scripts.rlaunch_run import rlaunch
+    from mfal.rlaunch import main
 
-    sys.argv[0] = "rlaunch"
-    sys.exit(rlaunch())
+    sys.exit(main())

@@ -250,7 +250,7 @@ def test_four_workers_on_twenty_labels_lose_and_repeat_nothing(committee_file, l
     report = json.loads(result.stdout)
     assert not any(report["integrity"].values()), report["integrity"]
     rates = report["throughput"]
-    assert rates["labels"] == 20 and rates["most_labels_running_at_once"] > 1
+    assert rates["labels"] == 20 and rates["most_labels_running_at_once"] > 1, report
     store, launchpad = store_and_launchpad(launchpad_file)
     assert_campaign_complete(store, launchpad, "load")
     assert_labels_exactly_once(store, tmp_path / "qmc_runs.log")
