@@ -6,6 +6,9 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
+# Test files run side by side in this many processes (pytest-xdist); each keeps its
+# module fixtures. Most end-to-end tests wait on workers and polls, so 2 fill 2 cores.
+TEST_WORKERS ?= 2
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.mfal-installed
@@ -24,7 +27,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/pytest -ra $(PYTEST_ARGS)
+	$(BIN)/pytest -ra -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The H + H2 campaign: shipped PBE committee, real pyqmc DMC labels, embedded database.
 # DEMO_WORKERS rlaunch workers run a cycle's DMC labels side by side.
