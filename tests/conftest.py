@@ -29,6 +29,21 @@ def isolated_mfal_home(tmp_path_factory):
             os.environ[key] = value
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fireworks_logger_on_the_session_stdout():
+    """Make FireWorks' LaunchPad logger before any test captures stdout.
+
+    FireWorks binds a logger's stream handler to ``sys.stdout`` as it is when the
+    logger is first made, once per process. Made inside a test that uses
+    ``capsys``, it keeps that test's stream, which is closed afterwards, and a
+    later test's LaunchPad prints "--- Logging error ---" with a traceback.
+    """
+    from fireworks.fw_config import STREAM_LOGLEVEL
+    from fireworks.utilities.fw_utilities import get_fw_logger
+
+    get_fw_logger("launchpad", stream_level=STREAM_LOGLEVEL)
+
+
 @pytest.fixture(scope="session")
 def embedded_server(tmp_path_factory):
     """A real SecantusDB server process on a free port with temporary storage."""
