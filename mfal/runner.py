@@ -2,10 +2,9 @@
 
 The workers are the real FireWorks ``rlaunch`` in subprocesses, exactly what a
 cluster node runs, started as ``mfal-rlaunch`` so that workers checking out
-fireworks at the same moment never share a launch id (:mod:`mfal.fireworks_ids`);
-this process only watches the store and the
-LaunchPad and shows where the campaign stands (cycle, step, barrier so far,
-QMC labels used).
+fireworks at the same moment never share a launch id (:mod:`mfal.fireworks_ids`).
+This process only watches the store and the LaunchPad and shows where the
+campaign stands (cycle, step, barrier so far, QMC labels used).
 
 Each worker's FireWorker carries a query for this campaign's fireworks only, so
 a local run never picks up another campaign's work from a shared LaunchPad.
