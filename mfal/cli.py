@@ -102,7 +102,8 @@ def db_launchpad_file(
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists; pass --force to overwrite it")
     write_private_text(path, yaml.safe_dump(embedded_target().launchpad_dict(), sort_keys=False))
-    console.print(f"wrote {path}: use it with 'lpad -l {path}' and 'rlaunch -l {path}'")
+    console.print(f"wrote {path}: use it with 'lpad -l {path}' and 'mfal-rlaunch -l {path}' (FireWorks' rlaunch; "
+                  "parallel workers on this server need mfal-rlaunch, see the README)")
 
 
 # -- mfal campaign ---------------------------------------------------------------
@@ -144,8 +145,8 @@ def campaign_add(
     target = resolve_target(launchpad)
     first_id = add_campaign(target.launchpad(), Store.from_target(target), campaign_config)
     console.print(f"added campaign {campaign_config.name!r} (first firework id {first_id}) to {target.describe()}")
-    console.print("run workers with 'rlaunch rapidfire' (or 'mfal campaign run') and follow it with "
-                  f"'mfal history {campaign_config.name}'")
+    console.print("run workers with 'mfal-rlaunch rapidfire' or 'rlaunch rapidfire' (or 'mfal campaign run') "
+                  f"and follow it with 'mfal history {campaign_config.name}'")
 
 
 @campaign_app.command("run")
