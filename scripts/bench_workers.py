@@ -66,19 +66,17 @@ def integrity(store: Store, launchpad, name: str) -> dict:
                      for doc in store.labels.find({"campaign": name}, {"structure_hash": 1, "settings_hash": 1}))
     labelled = {structure for structure, _ in labels}
     label_fireworks = Counter(fw["spec"]["mfal_structure"] for fw in fireworks if fw["spec"]["mfal_step"] == "label")
-    launch_ids = {(fw["fw_id"], launch_id) for fw in fireworks
-                  for launch_id in fw.get("launches", []) + fw.get("archived_launches", [])}
+    launches = {fw["fw_id"]: fw.get("launches", []) + fw.get("archived_launches", []) for fw in fireworks}
     launch_owners = {launch["launch_id"]: launch["fw_id"] for launch in launchpad.launches.find(
-        {"launch_id": {"$in": [launch_id for _, launch_id in launch_ids]}}, {"launch_id": 1, "fw_id": 1})}
+        {"launch_id": {"$in": [i for ids in launches.values() for i in ids]}}, {"launch_id": 1, "fw_id": 1})}
     return {
         "fireworks_not_completed": sum(fw["state"] != "COMPLETED" for fw in fireworks),
-        "fireworks_run_twice": sum(len(fw.get("launches", [])) + len(fw.get("archived_launches", [])) > 1
-                                   for fw in fireworks),
+        "fireworks_run_twice": sum(len(ids) > 1 for ids in launches.values()),
         "duplicated_labels": sum(count - 1 for count in labels.values()),
         "selected_without_label": len(set(selected) - labelled),
         "structures_selected_twice": len(selected) - len(set(selected)),
         "label_fireworks_per_structure_above_one": sum(count > 1 for count in label_fireworks.values()),
-        "launches_missing_or_shared": sum(launch_owners.get(launch_id) != fw_id for fw_id, launch_id in launch_ids),
+        "launches_missing_or_shared": sum(launch_owners.get(i) != fw_id for fw_id, ids in launches.items() for i in ids),
     }
 
 

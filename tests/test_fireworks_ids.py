@@ -12,7 +12,7 @@ PROCESSES = 4
 IDS_EACH = 100
 
 
-def _take_ids(launchpad_file: str) -> list[int]:
+def _take_ids(launchpad_file: str) -> tuple[list[int], list[int]]:
     """Launch ids and two-wide Firework id ranges, as rlaunch and lpad take them, in one process."""
     use_race_free_ids()
     launchpad = LaunchPad.from_file(launchpad_file)
