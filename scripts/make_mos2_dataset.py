@@ -42,6 +42,14 @@ never into the training set itself, whose committee they measure; this too
 resumes. It writes ``reference_barrier`` (highest image energy minus the first
 image's) into the dataset's metadata file ``<output>.json``.
 
+The labels' grid noise: ``--label-noise N`` labels N dataset frames again
+(spread evenly over it, energy-only frames left out), each moved rigidly by half
+the grid spacing along x, into ``<output>_translated.extxyz``, and writes the
+RMS change of their forces into the metadata file (``label_noise``). A rigid
+translation changes nothing physical, only where the atoms sit on GPAW's
+real-space grid: the change is noise in the labels that no potential can fit,
+and a floor under any committee's force error measured against them. This too resumes.
+
 Where a committee's NEB path strays from the data (e.g. the hopping atom leaving
 the slab because nothing taught the committee what that costs), ``--add-path
 PATH`` labels the path's moving images into the dataset itself
@@ -69,6 +77,8 @@ SIZE = (3, 3)
 RELAX_FMAX = 0.05
 RELAX_MAX_STEPS = 40
 PATH_INTERMEDIATE = 7
+TRAINING_MAX_FORCE = 20.0
+"""eV/Å: frames with a larger force component train on their energy alone (``train_base.py``)."""
 ROUNDS = 12
 RATTLE_STDEVS = [0.02, 0.04, 0.06, 0.08, 0.1]
 STRAINS = [(0.01, 0.01), (-0.01, -0.01), (0.02, 0.02), (-0.02, -0.02), (0.015, 0.0), (0.0, -0.015)]
@@ -310,6 +320,53 @@ def reference_barrier(labeller: Labeller, path_file: Path, metadata_file: Path) 
     return record
 
 
+def translated_labels_file(output: Path) -> Path:
+    """Where ``--label-noise`` puts its single points of translated frames, beside the dataset."""
+    return output.with_name(f"{output.stem}_translated.extxyz")
+
+
+def label_noise(labeller: Labeller, dataset: Path, n_frames: int, metadata_file: Path) -> dict:
+    """Label ``n_frames`` dataset frames again, moved by half a grid spacing, and record how much the forces change.
+
+    A rigid translation changes no physical quantity, but it moves the atoms
+    relative to GPAW's real-space grid; the change in the forces is the
+    labels' grid ("egg-box") error, which no potential can fit. The frames
+    are spread evenly over the dataset, leaving out energy-only ones.
+    """
+    frames = [f for f in read_dataset(dataset) if np.abs(f.get_forces()).max() <= TRAINING_MAX_FORCE]
+    chosen = [frames[int(k)] for k in np.linspace(0, len(frames) - 1, n_frames).round()]
+    rows, squared = [], []
+    for frame in chosen:
+        shift = np.array([0.5 * frame.info["h"], 0.0, 0.0])
+        moved = frame.copy()
+        moved.calc, moved.info = None, {}
+        moved.positions += shift
+        labelled = labeller.label(f"shifted_{frame.info['config_id']}", moved, kind="translated",
+                                  source=frame.info["config_id"], shift_x=shift[0])
+        difference = labelled.get_forces() - frame.get_forces()
+        squared.append(difference.ravel() ** 2)
+        rows.append({"config_id": frame.info["config_id"], "kind": frame.info["kind"],
+                     "force_rms_change_mev_per_a": round(1000 * float(np.sqrt(np.mean(difference**2))), 1),
+                     "energy_change_mev": round(1000 * (labelled.get_potential_energy() - frame.get_potential_energy()), 2)})
+    change = float(np.sqrt(np.mean(np.concatenate(squared))))
+    record = {
+        "force_rms_change_mev_per_a": round(1000 * change, 1),
+        "per_label_noise_mev_per_a": round(1000 * change / np.sqrt(2), 1),
+        "frames": rows,
+        "labels_file": labeller.output.name,
+        "method": "each frame moved rigidly by half the grid spacing h along x and labelled again at the same "
+                  "settings; per-label noise = RMS change / sqrt(2) (two independent grid placements)",
+    }
+    if world.rank == 0:
+        metadata = json.loads(metadata_file.read_text()) if metadata_file.exists() else {}
+        metadata["label_noise"] = record
+        metadata_file.write_text(json.dumps(metadata, indent=2) + "\n")
+        print(f"forces change by {record['force_rms_change_mev_per_a']} meV/Å RMS under translation: "
+              f"about {record['per_label_noise_mev_per_a']} meV/Å of grid noise per label", flush=True)
+    world.barrier()
+    return record
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("output", type=Path, help="extxyz file to create or extend")
@@ -320,7 +377,14 @@ def main() -> None:
     parser.add_argument("--add-path", type=Path, default=None,
                         help="label only the moving images of this extxyz path into the dataset (a committee's "
                              "NEB path where it strayed from the data), reusing --reference-path labels")
+    parser.add_argument("--label-noise", type=int, default=None, metavar="N",
+                        help="label N dataset frames again, translated by half a grid spacing (into "
+                             "<output>_translated.extxyz), and write the forces' grid noise to <output>.json")
     args = parser.parse_args()
+    if args.label_noise is not None:
+        label_noise(Labeller(translated_labels_file(args.output), args.txt, settings_of=args.output),
+                    args.output, args.label_noise, args.output.with_suffix(".json"))
+        return
     if args.reference_path is not None:
         reference_barrier(Labeller(reference_labels_file(args.output), args.txt, settings_of=args.output),
                           args.reference_path, args.output.with_suffix(".json"))

@@ -70,6 +70,24 @@ def test_mos2_reference_barrier_is_the_dft_energy_along_its_path():
     assert record["barrier"] == pytest.approx(energies.max() - energies[0], abs=1e-9)
 
 
+def test_mos2_label_noise_is_the_force_change_under_a_rigid_translation():
+    dataset = {f.info["config_id"]: f for f in read_dataset(DATA / "mos2" / "mos2_pbe.extxyz")}
+    metadata = json.loads((DATA / "mos2" / "mos2_pbe.json").read_text())
+    record = metadata["label_noise"]
+    translated = read_dataset(DATA / "mos2" / record["labels_file"])
+    assert {frame.info["settings_hash"] for frame in translated} == {metadata["settings_hash"]}
+    assert [row["config_id"] for row in record["frames"]] == [frame.info["source"] for frame in translated]
+    squared = []
+    for frame in translated:
+        source = dataset[frame.info["source"]]
+        shift = frame.positions - source.positions
+        assert np.allclose(shift, [0.5 * source.info["h"], 0.0, 0.0], atol=1e-6)
+        squared.append((frame.get_forces() - source.get_forces()).ravel() ** 2)
+    change_mev = 1000 * np.sqrt(np.mean(np.concatenate(squared)))
+    assert record["force_rms_change_mev_per_a"] == pytest.approx(change_mev, abs=0.05)
+    assert record["per_label_noise_mev_per_a"] == pytest.approx(change_mev / np.sqrt(2), abs=0.05)
+
+
 @pytest.mark.parametrize("system", SHIPPED_COMMITTEES)
 def test_committee_reproduces_its_metrics(system):
     from mfal.potentials import Committee

@@ -9,6 +9,14 @@ dataset needs hundreds of single points, so only LCAO fits. dzp is GPAW's standa
 production basis and gives PBE geometries and S-vacancy energetics of MoS2 close to
 plane-wave values.
 
+The price of LCAO is grid noise in the forces: the basis functions and PAW
+corrections are integrated on the real-space grid, so the labels change when the
+atoms move relative to it. Moving a frame rigidly by half a grid spacing changes
+its forces by 34 meV/Å RMS at h = 0.22 Å (six frames, ``make_mos2_dataset.py
+--label-noise``), about 24 meV/Å of noise per label; h = 0.18 Å brought one
+frame's change from 39 to 27 meV/Å at 2.2 times the cost, so the dataset keeps
+0.22 Å and records its noise instead.
+
 Spin-paired: the neutral S vacancy in MoS2 is non-magnetic. k-points: a 2x2x1
 Monkhorst-Pack grid for the 3x3 supercell (6 points per primitive-cell length, a
 density suited to a semiconductor with a 1.7 eV gap; the Gamma-only grid would
