@@ -12,7 +12,8 @@ Reads ``data/<system>/<system>_pbe.extxyz`` and writes to ``data/<system>/``:
 * ``metrics.json``: energy RMSE (meV/atom) and force RMSE (meV/Å) on the
   held-out split, and again on its structures within the training set's range of
   interatomic distances (:func:`within_training_range`), the committee NEB barrier beside the DFT reference barrier (from
-  ``<system>_pbe.json`` when it holds one), the training settings and the time
+  ``<system>_pbe.json`` when it holds one), the labels' own force noise (its
+  ``label_noise``, when measured), the training settings and the time
   one member takes for a 26-atom cell on one core.
 
 ``--warm-start COMMITTEE`` trains each member on from a committee's member
@@ -239,12 +240,14 @@ def main() -> None:
     metadata_path = folder / f"{args.system}_pbe.json"
     metadata = json.loads(metadata_path.read_text()) if metadata_path.exists() else {}
     reference = metadata.get("reference_barrier", {}).get("barrier")
+    label_noise = metadata.get("label_noise", {}).get("per_label_noise_mev_per_a")
     barrier = result.barrier
     metrics.update(
         system=args.system,
         dataset={"file": dataset.name, "n_configurations": len(frames),
                  "energy_only": {"max_force_ev_per_a": options["max_force"], "config_ids": energy_only}},
         heldout_file=heldout.name,
+        label_noise_mev_per_a=label_noise,
         warm_start=None if args.warm_start is None else {
             "file": args.warm_start.name, "sha256": hashlib.sha256(args.warm_start.read_bytes()).hexdigest()},
         architecture=options["architecture"],
@@ -266,7 +269,9 @@ def main() -> None:
     print(
         f"{args.system}: test energy RMSE {test['energy_rmse_mev_per_atom']:.2f} meV/atom, "
         f"force RMSE {test['force_rmse_mev_per_a']:.1f} meV/Å ({inside['force_rmse_mev_per_a']:.1f} on the "
-        f"{inside['n_structures']} within the training range); NEB barrier {barrier:.3f} eV"
+        f"{inside['n_structures']} within the training range"
+        + ("" if label_noise is None else f"; the labels' own grid noise: {label_noise:.1f} meV/Å")
+        + f"); NEB barrier {barrier:.3f} eV"
         + ("" if reference is None else f" (DFT {reference:.3f} eV)")
     )
 
