@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
+from e3nn import o3
 
 from mfal.neb import NEBResult, neb_from_endpoints
 from mfal.paths import mfal_home
@@ -108,6 +109,13 @@ def energy_only_where_extreme(frames: list, max_force: float | None) -> tuple[li
             extreme.append(str(frame.info["config_id"]))
         marked.append(frame)
     return marked, extreme
+
+
+def architecture_summary(record: dict) -> dict:
+    """The trained committee's architecture in the terms of ``SYSTEM_OPTIONS`` (a warm start keeps its initial one)."""
+    hidden = o3.Irreps(record["hidden_irreps"])
+    return {"r_max": record["r_max"], "channels": hidden[0].mul, "max_L": hidden.lmax,
+            "num_interactions": record["num_interactions"], "pair_repulsion": record["pair_repulsion"]}
 
 
 def neb_endpoints(system: str, frames) -> tuple:
@@ -250,7 +258,7 @@ def main() -> None:
         label_noise_mev_per_a=label_noise,
         warm_start=None if args.warm_start is None else {
             "file": args.warm_start.name, "sha256": hashlib.sha256(args.warm_start.read_bytes()).hexdigest()},
-        architecture=options["architecture"],
+        architecture=architecture_summary(committee.architecture),
         neb={
             "n_intermediate": N_INTERMEDIATE,
             "fmax": options["neb_fmax"],
