@@ -72,13 +72,12 @@ from mfal.systems import interpolate_path, mos2_monolayer, mos2_vacancy_endpoint
 from mfal.hashing import settings_hash, structure_hash
 from mfal.systems.dataset import append_frame, labelled_frame, read_dataset
 from mfal.systems.gpaw_reference import gpaw_calculator, label_settings
+from mfal.systems.mos2 import MOS2_ENERGY_ONLY_FORCE
 
 SIZE = (3, 3)
 RELAX_FMAX = 0.05
 RELAX_MAX_STEPS = 40
 PATH_INTERMEDIATE = 7
-TRAINING_MAX_FORCE = 20.0
-"""eV/Å: frames with a larger force component train on their energy alone (``train_base.py``)."""
 ROUNDS = 12
 RATTLE_STDEVS = [0.02, 0.04, 0.06, 0.08, 0.1]
 STRAINS = [(0.01, 0.01), (-0.01, -0.01), (0.02, 0.02), (-0.02, -0.02), (0.015, 0.0), (0.0, -0.015)]
@@ -333,7 +332,7 @@ def label_noise(labeller: Labeller, dataset: Path, n_frames: int, metadata_file:
     labels' grid ("egg-box") error, which no potential can fit. The frames
     are spread evenly over the dataset, leaving out energy-only ones.
     """
-    frames = [f for f in read_dataset(dataset) if np.abs(f.get_forces()).max() <= TRAINING_MAX_FORCE]
+    frames = [f for f in read_dataset(dataset) if np.abs(f.get_forces()).max() <= MOS2_ENERGY_ONLY_FORCE]
     chosen = [frames[int(k)] for k in np.linspace(0, len(frames) - 1, n_frames).round()]
     rows, squared = [], []
     for frame in chosen:

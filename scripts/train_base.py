@@ -52,6 +52,7 @@ from mfal.potentials.train import (
 from mfal.systems import h3_path, mos2_vacancy_endpoints, vacancy_final_by_translation
 from mfal.systems.dataset import read_dataset
 from mfal.systems.errors import SystemSpecError
+from mfal.systems.mos2 import MOS2_ENERGY_ONLY_FORCE
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 N_INTERMEDIATE = 7
@@ -69,7 +70,7 @@ SYSTEM_OPTIONS = {
                          forces_weight=10.0),
         "architecture": dict(r_max=5.0, channels=32, max_L=1, num_interactions=2, pair_repulsion=True),
         "neb_fmax": 0.03,
-        "max_force": 20.0,
+        "max_force": MOS2_ENERGY_ONLY_FORCE,
     },
 }
 """Training settings, architecture and NEB threshold per system. Energy weight 100 against force

@@ -34,6 +34,10 @@ MOS2_THICKNESS = 3.13
 MOS2_VACUUM = 15.0
 """Vacuum gap between periodic images of the layer (Å)."""
 
+MOS2_ENERGY_ONLY_FORCE = 20.0
+"""eV/Å: dataset frames with a larger force component train on their energy alone
+(squeezed geometries far above the barrier; see ``scripts/train_base.py``)."""
+
 
 def mos2_monolayer(
     size: tuple[int, int] = (3, 3),
