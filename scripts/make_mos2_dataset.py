@@ -287,6 +287,16 @@ def add_path(labeller: Labeller, path_file: Path) -> None:
         labeller.label(f"cpath_{tag}_{k:02d}", image, kind="committee_path", image=k)
 
 
+def update_metadata(metadata_file: Path, message: str, **fields) -> None:
+    """Merge ``fields`` into the dataset's metadata file and print ``message``; rank 0 writes, every rank waits."""
+    if world.rank == 0:
+        metadata = json.loads(metadata_file.read_text()) if metadata_file.exists() else {}
+        metadata.update(fields)
+        metadata_file.write_text(json.dumps(metadata, indent=2) + "\n")
+        print(message, flush=True)
+    world.barrier()
+
+
 def reference_barrier(labeller: Labeller, path_file: Path, metadata_file: Path) -> dict:
     """Label every image of the path in ``path_file`` and record the DFT barrier along it."""
     images = read(path_file, index=":", format="extxyz")
@@ -305,17 +315,13 @@ def reference_barrier(labeller: Labeller, path_file: Path, metadata_file: Path) 
         "labels_file": labeller.output.name,
         "method": "GPAW single points on the images of the given path; highest minus first",
     }
-    if world.rank == 0:
-        metadata = json.loads(metadata_file.read_text()) if metadata_file.exists() else {}
-        metadata.update(
-            system="mos2_vacancy",
-            settings=label_settings(images[0]),
-            settings_hash=settings_hash(label_settings(images[0])),
-            reference_barrier=record,
-        )
-        metadata_file.write_text(json.dumps(metadata, indent=2) + "\n")
-        print(f"DFT reference barrier along {path_file}: {record['barrier']:.4f} eV", flush=True)
-    world.barrier()
+    update_metadata(
+        metadata_file, f"DFT reference barrier along {path_file}: {record['barrier']:.4f} eV",
+        system="mos2_vacancy",
+        settings=label_settings(images[0]),
+        settings_hash=settings_hash(label_settings(images[0])),
+        reference_barrier=record,
+    )
     return record
 
 
@@ -356,13 +362,11 @@ def label_noise(labeller: Labeller, dataset: Path, n_frames: int, metadata_file:
         "method": "each frame moved rigidly by half the grid spacing h along x and labelled again at the same "
                   "settings; per-label noise = RMS change / sqrt(2) (two independent grid placements)",
     }
-    if world.rank == 0:
-        metadata = json.loads(metadata_file.read_text()) if metadata_file.exists() else {}
-        metadata["label_noise"] = record
-        metadata_file.write_text(json.dumps(metadata, indent=2) + "\n")
-        print(f"forces change by {record['force_rms_change_mev_per_a']} meV/Å RMS under translation: "
-              f"about {record['per_label_noise_mev_per_a']} meV/Å of grid noise per label", flush=True)
-    world.barrier()
+    update_metadata(
+        metadata_file, f"forces change by {record['force_rms_change_mev_per_a']} meV/Å RMS under translation: "
+                       f"about {record['per_label_noise_mev_per_a']} meV/Å of grid noise per label",
+        label_noise=record,
+    )
     return record
 
 
