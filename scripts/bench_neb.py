@@ -7,16 +7,18 @@ The same band (same relaxed endpoints, same IDPP images, same spring constant,
 optimizer, pre-relaxation and fmax) is optimised twice:
 
 A. ``mfal.neb.run_neb``: every force evaluation is one committee call over all
-   moving images (one graph, one forward pass per member);
+   moving images (one graph; the members stacked into one model, one forward
+   pass for all members' energies and one backward pass for the mean forces,
+   see ``mfal.potentials.stacked``);
 B. what a user would write without mfal: ASE ``NEB`` with one
    ``mace.calculators.MACECalculator(model_paths=[...the same members...])`` per
    image, each image evaluated on its own.
 
-Prints wall time of each, the ratio B/A, the force evaluations (A: batched
-committee calls; B: per-image calculator calls) and both barriers, which must
-agree within 1e-4 eV. With ``--max-steps`` below what convergence needs, both
-runs stop after the same number of optimizer steps (converged False) and the
-ratio is that of equal work.
+Prints wall time of each (the median of ``--rounds`` alternating runs), the
+ratio B/A, the force evaluations (A: batched committee calls; B: per-image
+calculator calls) and both barriers, which must agree within 1e-4 eV. With
+``--max-steps`` below what convergence needs, both runs stop after the same
+number of optimizer steps (converged False) and the ratio is that of equal work.
 
 Committees: the shipped ``data/<system>/committee.pt`` when present; otherwise
 one trained here on the spot (H3: LEPS surface; MoS2: freshly initialised
@@ -97,7 +99,8 @@ def starting_band(system: str, committee: Committee, fmax: float, max_steps: int
 
 
 def run_a(committee: Committee, band: list, options: dict) -> tuple[float, float, int, bool]:
-    committee.evaluate([_displaced(image) for image in band[1:-1]])  # warm-up, outside the timing
+    # warm-up of the call the NEB makes (it builds the stacked members), outside the timing as B's model loading is
+    committee.evaluate([_displaced(image) for image in band[1:-1]], member_forces=False)
     start = time.perf_counter()
     result = run_neb(committee, band, **options)
     elapsed = time.perf_counter() - start
@@ -139,7 +142,7 @@ def per_call_times(committee: Committee, model_files: list[str], band: list, dty
         for image in shifted:
             image.positions += 1e-4 * (repeat + 1)
         start = time.perf_counter()
-        committee.evaluate(shifted)
+        committee.evaluate(shifted, member_forces=False)  # as the NEB's PathEvaluator calls it
         middle = time.perf_counter()
         for image, calculator in zip(shifted, calculators):
             image.calc = calculator
@@ -168,14 +171,20 @@ def bench(system: str, args: argparse.Namespace) -> None:
     print(f"   committee: {origin}")
     print(f"   settings: {args.optimizer}, fmax {args.fmax} eV/Å (pre-relaxation to {args.pre_relax_fmax}), "
           f"at most {args.max_steps} steps, method {NEB_METHOD}", flush=True)
-    time_a, barrier_a, calls_a, converged_a = run_a(committee, band, options)
-    print(f"   A mfal batched committee : {time_a:8.2f} s, {calls_a} batched committee calls, "
-          f"barrier {barrier_a:.6f} eV, converged {converged_a}", flush=True)
+    times_a, times_b = [], []
     with tempfile.TemporaryDirectory() as scratch:
         files = [str(path) for path in committee.export_mace_models(scratch)]
-        time_b, barrier_b, calls_b, converged_b = run_b(files, band, options, args.dtype, str(committee.device))
+        for _ in range(args.rounds):  # A and B alternate, so a drift in the machine's speed affects both alike
+            time_a, barrier_a, calls_a, converged_a = run_a(committee, band, options)
+            time_b, barrier_b, calls_b, converged_b = run_b(files, band, options, args.dtype, str(committee.device))
+            times_a.append(time_a)
+            times_b.append(time_b)
+            print(f"   round {len(times_a)}: A {time_a:.2f} s, B {time_b:.2f} s, B/A {time_b / time_a:.2f}", flush=True)
         call_a, call_b = per_call_times(committee, files, band, args.dtype, args.repeats)
-    print(f"   B MACECalculator / image : {time_b:8.2f} s, {calls_b} per-image calculator calls, "
+    time_a, time_b = float(np.median(times_a)), float(np.median(times_b))
+    print(f"   A mfal batched committee : {time_a:8.2f} s (median), {calls_a} batched committee calls, "
+          f"barrier {barrier_a:.6f} eV, converged {converged_a}")
+    print(f"   B MACECalculator / image : {time_b:8.2f} s (median), {calls_b} per-image calculator calls, "
           f"barrier {barrier_b:.6f} eV, converged {converged_b}")
     agree = abs(barrier_a - barrier_b) <= 1e-4
     print(f"   B/A wall-time ratio {time_b / time_a:.2f}; barriers differ by {abs(barrier_a - barrier_b):.2e} eV "
@@ -195,6 +204,7 @@ def main() -> None:
     parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="FIRE")
     parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating NEB runs of A and B (medians reported)")
     parser.add_argument("--repeats", type=int, default=5, help="rounds of the per-call timing")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()

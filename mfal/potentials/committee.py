@@ -2,7 +2,8 @@
 
 All members share one architecture (cutoff, element table, layers), so the
 graph of a set of structures is built once and every member reads it: one
-forward pass per member for any number of structures.
+forward pass per member for any number of structures (or, when only the
+mean's forces are wanted, one pass of all members stacked into one model).
 
 Persistence never unpickles code from a file mfal wrote or from the database:
 weights travel as ``state_dict`` tensors loaded with ``torch.load(...,
@@ -42,6 +43,7 @@ from mfal.potentials.errors import (
     PotentialError,
 )
 from mfal.potentials.graphs import atom_offsets, atoms_to_batch, check_elements, run_model
+from mfal.potentials.stacked import StackedCommittee, stackable
 
 DEFAULT_MIN_MEMBERS = 4
 # Architecture-record values that are buffers of the built module, so its state dict sets them.
@@ -110,12 +112,14 @@ class CommitteePrediction:
 
     energies: np.ndarray
     """(N, M) total energies."""
-    forces: np.ndarray
-    """(N, total atoms, 3) forces."""
+    forces: np.ndarray | None
+    """(N, total atoms, 3) forces; None when only their mean was asked for (``member_forces=False``)."""
     atom_offsets: np.ndarray
     """(M + 1,) atom offsets of each structure in ``forces``."""
     stresses: np.ndarray | None = None
     """(N, M, 3, 3) stress tensors, when requested."""
+    mean_forces: np.ndarray | None = None
+    """(total atoms, 3) committee-mean forces, when the members' own were not computed."""
 
     @property
     def n_members(self) -> int:
@@ -138,12 +142,12 @@ class CommitteePrediction:
     @property
     def forces_mean(self) -> np.ndarray:
         """(total atoms, 3) committee-mean forces (minus the gradient of the mean energy)."""
-        return self.forces.mean(axis=0)
+        return self.mean_forces if self.forces is None else self.forces.mean(axis=0)
 
     @property
     def forces_spread(self) -> np.ndarray:
         """(total atoms, 3) standard deviation of each force component across members."""
-        return self.forces.std(axis=0)
+        return self._member_forces().std(axis=0)
 
     @property
     def stress_mean(self) -> np.ndarray | None:
@@ -153,7 +157,20 @@ class CommitteePrediction:
     def structure_forces(self, index: int) -> np.ndarray:
         """(N, atoms of structure ``index``, 3) per-member forces of one structure."""
         start, stop = self.atom_offsets[index], self.atom_offsets[index + 1]
-        return self.forces[:, start:stop]
+        return self._member_forces()[:, start:stop]
+
+    def structure_forces_mean(self, index: int) -> np.ndarray:
+        """(atoms of structure ``index``, 3) committee-mean forces of one structure."""
+        start, stop = self.atom_offsets[index], self.atom_offsets[index + 1]
+        return self.forces_mean[start:stop]
+
+    def _member_forces(self) -> np.ndarray:
+        if self.forces is None:
+            raise PotentialError(
+                "this prediction holds only the committee-mean forces; evaluate with member_forces=True "
+                "for each member's forces and their spread"
+            )
+        return self.forces
 
 
 class Committee:
@@ -212,6 +229,7 @@ class Committee:
         if head not in heads:
             raise PotentialError(f"head {head!r} is not one of the members' heads {heads}")
         self.head = head
+        self._stacked: StackedCommittee | None = None
 
     # -- construction ---------------------------------------------------------
     @classmethod
@@ -344,11 +362,19 @@ class Committee:
             **keys,
         )
 
-    def evaluate(self, structures: Sequence[ase.Atoms] | ase.Atoms, *, stress: bool = False) -> CommitteePrediction:
+    def evaluate(
+        self, structures: Sequence[ase.Atoms] | ase.Atoms, *, stress: bool = False, member_forces: bool = True
+    ) -> CommitteePrediction:
         """Energies and forces (and stress) of M structures by every member, in one call.
 
         The graph of all structures is built once; each member then runs one
         forward pass (with forces by autograd) over the whole batch.
+
+        With ``member_forces=False`` (what an NEB needs: every member's energy,
+        the mean's forces) a committee of a stackable architecture runs as one
+        model of all members' channels (:mod:`mfal.potentials.stacked`), with
+        one backward pass for the mean forces; the prediction then holds
+        ``mean_forces`` and no per-member ``forces``.
         """
         if isinstance(structures, ase.Atoms):
             structures = [structures]
@@ -361,6 +387,13 @@ class Committee:
                     )
         check_elements(structures, self.atomic_numbers)
         batch = self.batch(structures)
+        stacked = None if member_forces or stress else self._stacked_members()
+        if stacked is not None:
+            energies, mean_forces = stacked.energies_and_mean_forces(batch)
+            return CommitteePrediction(
+                energies=energies.T.cpu().double().numpy(), forces=None, atom_offsets=atom_offsets(structures),
+                mean_forces=mean_forces.cpu().double().numpy(),
+            )
         energies, forces, stresses = [], [], []
         for model in self.models:
             output = run_model(model, batch, compute_stress=stress)
@@ -374,6 +407,14 @@ class Committee:
             atom_offsets=atom_offsets(structures),
             stresses=torch.stack(stresses).cpu().double().numpy() if stress else None,
         )
+
+    def _stacked_members(self) -> StackedCommittee | None:
+        """The members as one stacked model, rebuilt whenever a member's weights changed; None if unstackable."""
+        if not stackable(self.architecture):
+            return None
+        if self._stacked is None or not self._stacked.stacks(self.models):
+            self._stacked = StackedCommittee(self.models, self.architecture)
+        return self._stacked
 
     def calculator(self) -> "CommitteeCalculator":
         """An ASE calculator giving the committee mean (and spreads in ``results``)."""
