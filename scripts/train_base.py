@@ -21,6 +21,10 @@ instead of fresh weights (``train_committee(initial=...)``): after ``--add-path`
 has labelled a region the committee's NEB wandered into, a round of
 fine-tuning replaces a full training.
 
+``--dtype float32`` trains in single precision: 1.6-2x fewer seconds per epoch
+on a CPU for the MoS2 members. The committee file is loaded back in float64,
+as campaigns load it, for every metric and the NEB.
+
 Finished members are checkpointed under ``$MFAL_HOME/train_checkpoints/<system>``,
 and unfinished ones save their progress there every two minutes: rerunning after an
 interruption trains only the members still missing, each from where it stopped.
@@ -203,6 +207,9 @@ def main() -> None:
                              "(its architecture kept), e.g. after --add-path labelled a stray NEB path")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default data/<system>)")
     parser.add_argument("--device", default="cpu", help="torch device of the training: cpu (default), cuda or auto")
+    parser.add_argument("--dtype", default="float64", choices=["float32", "float64"],
+                        help="precision of the training (float32: half the time per epoch on a CPU); "
+                             "the metrics and the NEB are measured in float64, as campaigns load the committee")
     args = parser.parse_args()
 
     options = SYSTEM_OPTIONS[args.system]
@@ -214,7 +221,7 @@ def main() -> None:
     if not frames:
         raise SystemSpecError(f"no dataset at {dataset}; make it with scripts/make_{args.system}_dataset.py")
     frames, energy_only = energy_only_where_extreme(frames, options["max_force"])
-    overrides = dict(options["settings"], device=args.device)
+    overrides = dict(options["settings"], device=args.device, dtype=args.dtype)
     for name in ("max_epochs", "learning_rate", "energy_weight", "forces_weight"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
@@ -231,8 +238,13 @@ def main() -> None:
     metrics["run_seconds"] = round(time.perf_counter() - start, 1)
     committee.save(out / "committee.pt")
 
+    # Measured as campaigns load it (float64), whatever precision it trained in.
+    committee = Committee.load(out / "committee.pt", device=args.device)
     labelled = attach_labels(frames, settings.energy_key, settings.forces_key)
     splits = split_indices(len(labelled), settings.valid_fraction, settings.test_fraction, settings.seed)
+    for split in ("test", "train"):
+        metrics[split] = error_metrics(committee, [labelled[i] for i in splits[split]], settings.energy_key,
+                                       settings.forces_key)
     heldout = out / "heldout.extxyz"
     heldout.unlink(missing_ok=True)
     write(heldout, [frames[i] for i in splits["test"]], format="extxyz")
