@@ -409,11 +409,13 @@ class Committee:
         )
 
     def _stacked_members(self) -> StackedCommittee | None:
-        """The members as one stacked model, rebuilt whenever a member's weights changed; None if unstackable."""
+        """The members as one stacked model, refilled whenever a member's weights changed; None if unstackable."""
         if not stackable(self.architecture):
             return None
-        if self._stacked is None or not self._stacked.stacks(self.models):
+        if self._stacked is None or self._stacked.n_members != len(self.models):
             self._stacked = StackedCommittee(self.models, self.architecture)
+        elif not self._stacked.stacks(self.models):
+            self._stacked.restack(self.models)
         return self._stacked
 
     def calculator(self) -> "CommitteeCalculator":

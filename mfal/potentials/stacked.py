@@ -24,7 +24,8 @@ than the members one at a time in float64 and 1.4x in float32
 Only the layer types whose algebra is written out here are stacked
 (:func:`stackable`); any other committee is evaluated one member at a time.
 The stacked model is a derived cache: :class:`~mfal.potentials.committee.Committee`
-rebuilds it when any member's weights change (:meth:`StackedCommittee.stacks`).
+refills it (:meth:`StackedCommittee.restack`) when any member's weights changed
+since (:meth:`StackedCommittee.stacks`), as after every readout refit.
 """
 
 from __future__ import annotations
@@ -160,30 +161,34 @@ def _stack_interaction(wide: RealAgnosticResidualInteractionBlock,
             raise ValueError(f"convolution path {instruction} is not channel-wise")
     channels = member_tp.instructions[0].path_shape[0]
     ratio = torch.tensor([mi.path_weight / wi.path_weight for mi, wi in zip(member_tp.instructions, tp.instructions)])
-    column_scale = ratio.reshape(-1, 1, 1).to(wide.linear.weight.dtype)
+    column_scale = ratio.reshape(-1, 1, 1).to(dtype=wide.linear.weight.dtype, device=wide.linear.weight.device)
     wide.conv_tp_weights = GroupedRadialMLP([m.conv_tp_weights for m in members], len(member_tp.instructions), column_scale)
     assert channels * len(member_tp.instructions) == member_tp.weight_numel
 
 
-def _stacked_readout(wide_irreps_in: o3.Irreps, members: Sequence[torch.nn.Module], dtype: torch.dtype) -> torch.nn.Module:
-    n = len(members)
+def _wide_readout(wide_irreps_in: o3.Irreps, member: torch.nn.Module, n: int, dtype: torch.dtype) -> torch.nn.Module:
+    """An empty readout of ``n`` members' stacked features, giving one energy per member."""
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
-        if isinstance(members[0], LinearReadoutBlock):
+        if isinstance(member, LinearReadoutBlock):
             readout = LinearReadoutBlock(wide_irreps_in, o3.Irreps(f"{n}x0e"))
-            _stack_linear(readout.linear, [m.linear for m in members])
-        elif isinstance(members[0], NonLinearReadoutBlock):
-            hidden = _scaled(str(members[0].hidden_irreps), n)
-            readout = NonLinearReadoutBlock(wide_irreps_in, hidden, members[0].non_linearity.acts[0].f,
-                                            o3.Irreps(f"{n}x0e"))
-            _stack_linear(readout.linear_1, [m.linear_1 for m in members])
-            _stack_linear(readout.linear_2, [m.linear_2 for m in members])
+        elif isinstance(member, NonLinearReadoutBlock):
+            readout = NonLinearReadoutBlock(wide_irreps_in, _scaled(str(member.hidden_irreps), n),
+                                            member.non_linearity.acts[0].f, o3.Irreps(f"{n}x0e"))
         else:
-            raise ValueError(f"readout {type(members[0]).__name__} cannot be stacked")
+            raise ValueError(f"readout {type(member).__name__} cannot be stacked")
     finally:
         torch.set_default_dtype(previous)
     return readout.to(dtype)
+
+
+def _stack_readout(wide: torch.nn.Module, members: Sequence[torch.nn.Module]) -> None:
+    if isinstance(wide, LinearReadoutBlock):
+        _stack_linear(wide.linear, [m.linear for m in members])
+    else:
+        _stack_linear(wide.linear_1, [m.linear_1 for m in members])
+        _stack_linear(wide.linear_2, [m.linear_2 for m in members])
 
 
 def _distinct_pair_repulsions(models: Sequence[torch.nn.Module]) -> list[torch.nn.Module]:
@@ -207,29 +212,39 @@ class StackedCommittee(torch.nn.Module):
         device = models[0].atomic_energies_fn.atomic_energies.device
         record = dict(architecture, hidden_irreps=str(_scaled(architecture["hidden_irreps"], n)))
         wide = build_model(record, dtype=dtype)
-        for wide_interaction, *member_interactions in zip(wide.interactions, *(m.interactions for m in models)):
-            _stack_interaction(wide_interaction, member_interactions)
-        for wide_product, *member_products in zip(wide.products, *(m.products for m in models)):
-            _stack_product(wide_product, member_products)
-        _stack_linear(wide.node_embedding.linear, [m.node_embedding.linear for m in models], input_stacked=False)
         self.node_embedding = wide.node_embedding
         self.spherical_harmonics = wide.spherical_harmonics
         self.radial_embedding = wide.radial_embedding
         self.interactions = wide.interactions
         self.products = wide.products
         self.readouts = torch.nn.ModuleList(
-            _stacked_readout(wide_product.linear.irreps_out, [m.readouts[i] for m in models], dtype)
+            _wide_readout(wide_product.linear.irreps_out, models[0].readouts[i], n, dtype)
             for i, wide_product in enumerate(wide.products)
         )
-        self.pair_repulsion = torch.nn.ModuleList(_distinct_pair_repulsions(models))
         self.register_buffer("atomic_numbers", models[0].atomic_numbers.clone())
-        self.register_buffer(
-            "atomic_energies", torch.stack([m.atomic_energies_fn.atomic_energies.reshape(-1) for m in models], dim=1)
-        )
-        self.register_buffer("scale", torch.stack([m.scale_shift.scale.reshape(()) for m in models]))
-        self.register_buffer("shift", torch.stack([m.scale_shift.shift.reshape(()) for m in models]))
         self.n_members = n
         self.to(device=device, dtype=dtype)
+        self.restack(models)
+
+    def restack(self, models: Sequence[torch.nn.Module]) -> None:
+        """Write the members' current weights into this model (as many members, of the same architecture).
+
+        Building the wide model costs seconds (e3nn compiles its layers);
+        refilling it after a readout refit costs milliseconds.
+        """
+        if len(models) != self.n_members:
+            raise ValueError(f"stacked for {self.n_members} members, given {len(models)}")
+        for wide_interaction, *member_interactions in zip(self.interactions, *(m.interactions for m in models)):
+            _stack_interaction(wide_interaction, member_interactions)
+        for wide_product, *member_products in zip(self.products, *(m.products for m in models)):
+            _stack_product(wide_product, member_products)
+        _stack_linear(self.node_embedding.linear, [m.node_embedding.linear for m in models], input_stacked=False)
+        for i, readout in enumerate(self.readouts):
+            _stack_readout(readout, [m.readouts[i] for m in models])
+        self.pair_repulsion = torch.nn.ModuleList(_distinct_pair_repulsions(models))
+        self.atomic_energies = torch.stack([m.atomic_energies_fn.atomic_energies.reshape(-1) for m in models], dim=1)
+        self.scale = torch.stack([m.scale_shift.scale.reshape(()) for m in models])
+        self.shift = torch.stack([m.scale_shift.shift.reshape(()) for m in models])
         self.requires_grad_(False)
         # The members themselves (a tuple, not submodules) and their tensors' versions when stacked.
         self._members = tuple(models)
