@@ -19,7 +19,10 @@ Reads ``data/<system>/<system>_pbe.extxyz`` and writes to ``data/<system>/``:
 ``--warm-start COMMITTEE`` trains each member on from a committee's member
 instead of fresh weights (``train_committee(initial=...)``): after ``--add-path``
 has labelled a region the committee's NEB wandered into, a round of
-fine-tuning replaces a full training.
+fine-tuning replaces a full training. With ``--widen`` the warm-start members'
+channels are doubled first, without changing what they compute
+(:mod:`mfal.potentials.widen`), so a committee can grow its capacity without
+starting from scratch.
 
 ``--dtype float32`` trains in single precision: 1.6-2x fewer seconds per epoch
 on a CPU for the MoS2 members. The committee file is loaded back in float64,
@@ -53,6 +56,7 @@ from mfal.potentials import Committee
 from mfal.potentials.train import (
     FORCES_WEIGHT_KEY, TrainingSettings, attach_labels, error_metrics, split_indices, train_committee,
 )
+from mfal.potentials.widen import widened_committee
 from mfal.systems import h3_path, mos2_vacancy_endpoints, vacancy_final_by_translation
 from mfal.systems.dataset import read_dataset
 from mfal.systems.errors import SystemSpecError
@@ -205,12 +209,17 @@ def main() -> None:
     parser.add_argument("--warm-start", type=Path, default=None, metavar="COMMITTEE",
                         help="start each member from this committee file's member of the same index "
                              "(its architecture kept), e.g. after --add-path labelled a stray NEB path")
+    parser.add_argument("--widen", action="store_true",
+                        help="double the warm-start committee's channels first, keeping what it computes "
+                             "(mfal.potentials.widen), to train on with more capacity")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default data/<system>)")
     parser.add_argument("--device", default="cpu", help="torch device of the training: cpu (default), cuda or auto")
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"],
                         help="precision of the training (float32: half the time per epoch on a CPU); "
                              "the metrics and the NEB are measured in float64, as campaigns load the committee")
     args = parser.parse_args()
+    if args.widen and args.warm_start is None:
+        parser.error("--widen widens the --warm-start committee; name one")
 
     options = SYSTEM_OPTIONS[args.system]
     folder = DATA / args.system
@@ -227,6 +236,8 @@ def main() -> None:
             overrides[name] = getattr(args, name)
     settings = TrainingSettings(**overrides)
     initial = None if args.warm_start is None else Committee.load(args.warm_start, device=args.device)
+    if args.widen:
+        initial = widened_committee(initial)
 
     start = time.perf_counter()
     committee, metrics = train_committee(
@@ -270,7 +281,8 @@ def main() -> None:
         heldout_file=heldout.name,
         label_noise_mev_per_a=label_noise,
         warm_start=None if args.warm_start is None else {
-            "file": args.warm_start.name, "sha256": hashlib.sha256(args.warm_start.read_bytes()).hexdigest()},
+            "file": args.warm_start.name, "sha256": hashlib.sha256(args.warm_start.read_bytes()).hexdigest(),
+            "widened": args.widen},
         architecture=architecture_summary(committee.architecture),
         neb={
             "n_intermediate": N_INTERMEDIATE,

@@ -64,7 +64,7 @@ def stackable(architecture: dict[str, Any]) -> bool:
     )
 
 
-def _scaled(irreps: str, factor: int) -> o3.Irreps:
+def scaled_irreps(irreps: str, factor: int) -> o3.Irreps:
     return o3.Irreps([(mul * factor, ir) for mul, ir in o3.Irreps(irreps)])
 
 
@@ -109,9 +109,14 @@ class GroupedRadialMLP(torch.nn.Module):
         return (x.permute(1, 2, 0, 3) * self.column_scale).reshape(edges, -1)
 
 
-def _stack_linear(wide: o3.Linear, members: Sequence[o3.Linear], input_stacked: bool = True,
-                  member_scale: Sequence[float] | None = None) -> None:
-    """Write the members' e3nn ``Linear`` weights into ``wide`` as diagonal blocks (in place)."""
+def stack_linear(wide: o3.Linear, members: Sequence[o3.Linear], input_stacked: bool = True,
+                 member_scale: Sequence[float] | None = None, output_stacked: bool = True) -> None:
+    """Write the members' e3nn ``Linear`` weights into ``wide`` as diagonal blocks (in place).
+
+    Without ``input_stacked`` every member reads the same inputs; without
+    ``output_stacked`` the members' outputs add up in the same channels.
+    ``member_scale`` multiplies each member's block.
+    """
     n = len(members)
     member_scale = [1.0] * n if member_scale is None else member_scale
     with torch.no_grad():
@@ -122,10 +127,11 @@ def _stack_linear(wide: o3.Linear, members: Sequence[o3.Linear], input_stacked: 
                 ratio = member.instructions[j].path_weight / wide.instructions[j].path_weight * member_scale[k]
                 rows, cols = block.shape
                 row = slice(k * rows, (k + 1) * rows) if input_stacked else slice(0, rows)
-                view[row, k * cols:(k + 1) * cols] = block * ratio
+                col = slice(k * cols, (k + 1) * cols) if output_stacked else slice(0, cols)
+                view[row, col] = block * ratio
 
 
-def _stack_skip_tp(wide: o3.TensorProduct, members: Sequence[o3.TensorProduct]) -> None:
+def stack_skip_tp(wide: o3.TensorProduct, members: Sequence[o3.TensorProduct]) -> None:
     """Diagonal blocks of the members' skip tensor products (node features x element one-hot)."""
     with torch.no_grad():
         wide.weight.zero_()
@@ -139,22 +145,22 @@ def _stack_skip_tp(wide: o3.TensorProduct, members: Sequence[o3.TensorProduct]) 
                 view[k * u:(k + 1) * u, :, k * w:(k + 1) * w] = block * ratio
 
 
-def _stack_product(wide: EquivariantProductBasisBlock, members: Sequence[EquivariantProductBasisBlock]) -> None:
+def stack_product(wide: EquivariantProductBasisBlock, members: Sequence[EquivariantProductBasisBlock]) -> None:
     with torch.no_grad():
         for j, contraction in enumerate(wide.symmetric_contractions.contractions):
             parts = [member.symmetric_contractions.contractions[j] for member in members]
             contraction.weights_max.copy_(torch.cat([part.weights_max for part in parts], dim=-1))
             for i, weight in enumerate(contraction.weights):
                 weight.copy_(torch.cat([part.weights[i] for part in parts], dim=-1))
-    _stack_linear(wide.linear, [member.linear for member in members])
+    stack_linear(wide.linear, [member.linear for member in members])
 
 
 def _stack_interaction(wide: RealAgnosticResidualInteractionBlock,
                        members: Sequence[RealAgnosticResidualInteractionBlock]) -> None:
-    _stack_linear(wide.linear_up, [m.linear_up for m in members])
-    _stack_linear(wide.linear, [m.linear for m in members], member_scale=[1.0 / m.avg_num_neighbors for m in members])
+    stack_linear(wide.linear_up, [m.linear_up for m in members])
+    stack_linear(wide.linear, [m.linear for m in members], member_scale=[1.0 / m.avg_num_neighbors for m in members])
     wide.avg_num_neighbors = 1.0
-    _stack_skip_tp(wide.skip_tp, [m.skip_tp for m in members])
+    stack_skip_tp(wide.skip_tp, [m.skip_tp for m in members])
     tp, member_tp = wide.conv_tp, members[0].conv_tp
     for instruction in member_tp.instructions:
         if instruction.connection_mode != "uvu" or instruction.path_shape[1:] not in ((), (1,)):
@@ -174,7 +180,7 @@ def _wide_readout(wide_irreps_in: o3.Irreps, member: torch.nn.Module, n: int, dt
         if isinstance(member, LinearReadoutBlock):
             readout = LinearReadoutBlock(wide_irreps_in, o3.Irreps(f"{n}x0e"))
         elif isinstance(member, NonLinearReadoutBlock):
-            readout = NonLinearReadoutBlock(wide_irreps_in, _scaled(str(member.hidden_irreps), n),
+            readout = NonLinearReadoutBlock(wide_irreps_in, scaled_irreps(str(member.hidden_irreps), n),
                                             member.non_linearity.acts[0].f, o3.Irreps(f"{n}x0e"))
         else:
             raise ValueError(f"readout {type(member).__name__} cannot be stacked")
@@ -185,10 +191,10 @@ def _wide_readout(wide_irreps_in: o3.Irreps, member: torch.nn.Module, n: int, dt
 
 def _stack_readout(wide: torch.nn.Module, members: Sequence[torch.nn.Module]) -> None:
     if isinstance(wide, LinearReadoutBlock):
-        _stack_linear(wide.linear, [m.linear for m in members])
+        stack_linear(wide.linear, [m.linear for m in members])
     else:
-        _stack_linear(wide.linear_1, [m.linear_1 for m in members])
-        _stack_linear(wide.linear_2, [m.linear_2 for m in members])
+        stack_linear(wide.linear_1, [m.linear_1 for m in members])
+        stack_linear(wide.linear_2, [m.linear_2 for m in members])
 
 
 def _distinct_pair_repulsions(models: Sequence[torch.nn.Module]) -> list[torch.nn.Module]:
@@ -210,7 +216,7 @@ class StackedCommittee(torch.nn.Module):
         n = len(models)
         dtype = models[0].atomic_energies_fn.atomic_energies.dtype
         device = models[0].atomic_energies_fn.atomic_energies.device
-        record = dict(architecture, hidden_irreps=str(_scaled(architecture["hidden_irreps"], n)))
+        record = dict(architecture, hidden_irreps=str(scaled_irreps(architecture["hidden_irreps"], n)))
         wide = build_model(record, dtype=dtype)
         self.node_embedding = wide.node_embedding
         self.spherical_harmonics = wide.spherical_harmonics
@@ -237,8 +243,8 @@ class StackedCommittee(torch.nn.Module):
         for wide_interaction, *member_interactions in zip(self.interactions, *(m.interactions for m in models)):
             _stack_interaction(wide_interaction, member_interactions)
         for wide_product, *member_products in zip(self.products, *(m.products for m in models)):
-            _stack_product(wide_product, member_products)
-        _stack_linear(self.node_embedding.linear, [m.node_embedding.linear for m in models], input_stacked=False)
+            stack_product(wide_product, member_products)
+        stack_linear(self.node_embedding.linear, [m.node_embedding.linear for m in models], input_stacked=False)
         for i, readout in enumerate(self.readouts):
             _stack_readout(readout, [m.readouts[i] for m in models])
         self.pair_repulsion = torch.nn.ModuleList(_distinct_pair_repulsions(models))
