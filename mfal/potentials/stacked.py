@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import mace.modules  # imported before e3nn, which needs mace's torch.load setup
 import torch
 from e3nn import o3
 from mace.modules.blocks import (
