@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mfal.hashing import settings_hash
-from mfal.systems.dataset import read_dataset
+from mfal.systems.dataset import held_out_indices, read_dataset
 from mfal.systems.mos2 import MOS2_THICKNESS
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -104,3 +104,14 @@ def test_committee_reproduces_its_metrics(system):
         assert measured[key] == pytest.approx(metrics["test"][key], rel=1e-6)
     for name in ("committee.pt", metrics["heldout_file"], "metrics.json"):
         assert (folder / name).stat().st_size < 5_000_000, f"{name} is too big to ship"
+
+
+@pytest.mark.parametrize("system", ["h3", "mos2"])
+def test_the_next_training_keeps_the_shipped_held_out_set(system):
+    """Every held-out frame is still in the dataset, so train_base.py keeps them as its test split."""
+    frames = read_dataset(DATA / system / f"{system}_pbe.extxyz")
+    indices = held_out_indices(frames, DATA / system / "heldout.extxyz")
+    heldout = read_dataset(DATA / system / "heldout.extxyz")
+    assert len(indices) == len(heldout) == len(set(indices))
+    for index, atoms in zip(indices, heldout):
+        np.testing.assert_array_equal(frames[index].positions, atoms.positions)

@@ -16,7 +16,7 @@ from mfal.potentials.analytic import leps_h3_dataset
 from mfal.potentials.cli import train_base
 from mfal.potentials.train import (
     FORCES_WEIGHT_KEY, MemberProgress, TrainingSettings, attach_labels, error_metrics, fit_constants, labelled_graphs,
-    train_committee, train_member, training_data_hash,
+    split_indices, train_committee, train_member, training_data_hash,
 )
 
 torch.set_num_threads(1)
@@ -244,3 +244,14 @@ def test_train_base_command_writes_committee_and_metrics(tmp_path):
     assert json.loads((warm_output / "metrics.json").read_text())["warm_start"] == str(output / "committee.pt")
     no_start = CliRunner().invoke(app, ["train-base", str(path), "--warm-start", str(tmp_path / "none.pt")])
     assert "warm-start committee file" in str(no_start.exception)
+
+
+def test_a_fixed_test_split_stays_put_while_the_dataset_grows():
+    first = split_indices(50, 0.1, 0.1, seed=0)
+    grown = split_indices(57, 0.1, 0.1, seed=0, test=first["test"])
+    np.testing.assert_array_equal(grown["test"], first["test"])
+    assert sorted(np.concatenate([grown["train"], grown["valid"], grown["test"]]).tolist()) == list(range(57))
+    assert len(grown["valid"]) == round(0.1 * 57)
+    assert set(split_indices(57, 0.1, 0.1, seed=0)["test"]) != set(first["test"])  # what a redraw would do
+    with pytest.raises(TrainingDataError, match="indices of the 57 structures"):
+        split_indices(57, 0.1, 0.1, seed=0, test=[3, 57])

@@ -35,6 +35,30 @@ def done_ids(path: str | os.PathLike) -> set[str]:
     return {str(atoms.info["config_id"]) for atoms in read_dataset(path)}
 
 
+def held_out_indices(frames: list[Atoms], heldout_file: str | os.PathLike) -> list[int] | None:
+    """Indices in ``frames`` of the frames of ``heldout_file`` (matched by ``config_id``); None when there is no such file.
+
+    An earlier training's held-out set, kept as the test split while the
+    dataset grows: redrawing a random split after frames were appended would
+    put structures the shipped committee trained on into the new test set, so a
+    warm start from it would be measured on its own training data, and no two
+    committees on the same structures. Raises :class:`SystemSpecError` if the
+    file names a frame the dataset no longer holds.
+    """
+    heldout = read_dataset(heldout_file)
+    if not heldout:
+        return None
+    index = {str(frame.info.get("config_id")): i for i, frame in enumerate(frames)}
+    kept = [str(atoms.info.get("config_id")) for atoms in heldout]
+    missing = [config_id for config_id in kept if config_id not in index]
+    if missing:
+        raise SystemSpecError(
+            f"{heldout_file} holds {len(missing)} frame(s) the dataset does not ({', '.join(missing[:5])}); "
+            "draw a new held-out set (train_base.py --new-split)"
+        )
+    return [index[config_id] for config_id in kept]
+
+
 def labelled_frame(atoms: Atoms, energy: float, forces, config_id: str, settings: dict, **info) -> Atoms:
     """A copy of ``atoms`` carrying energy, forces, ``config_id``, ``info`` and the settings."""
     forces = np.asarray(forces, dtype=float)
