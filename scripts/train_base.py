@@ -7,9 +7,11 @@
 Reads ``data/<system>/<system>_pbe.extxyz`` and writes to ``data/<system>/``:
 
 * ``committee.pt``: the committee (``Committee.load``), what campaigns load as ``shipped: <system>``;
-* ``heldout.extxyz``: the held-out test split the metrics are measured on. When the
-  system's folder already holds one, its frames stay the test split (``--new-split``
-  draws a new one): the dataset can grow without reshuffling what is held out;
+* ``heldout.extxyz``: the held-out test split the metrics are measured on;
+* ``splits.json``: the ``config_id`` of every test and validation frame. When the
+  system's folder already holds one, those splits are kept and frames added to
+  the dataset since go to training (``--new-split`` draws new ones): what is held
+  out stays held out while the dataset grows (:func:`mfal.systems.dataset.kept_split`);
 * ``committee_neb.extxyz``: the committee's converged climbing-image NEB path;
 * ``metrics.json``: energy RMSE (meV/atom) and force RMSE (meV/Å) on the
   held-out split, and again on its structures within the training set's range of
@@ -60,7 +62,7 @@ from mfal.potentials.train import (
 )
 from mfal.potentials.widen import widened_committee
 from mfal.systems import h3_path, mos2_vacancy_endpoints, vacancy_final_by_translation
-from mfal.systems.dataset import held_out_indices, read_dataset
+from mfal.systems.dataset import kept_split, read_dataset, split_ids
 from mfal.systems.errors import SystemSpecError
 from mfal.systems.mos2 import MOS2_ENERGY_ONLY_FORCE
 
@@ -215,7 +217,7 @@ def main() -> None:
                         help="double the warm-start committee's channels first, keeping what it computes "
                              "(mfal.potentials.widen), to train on with more capacity")
     parser.add_argument("--new-split", action="store_true",
-                        help="draw a new random held-out set instead of keeping data/<system>/heldout.extxyz's frames")
+                        help="draw new random test and validation splits instead of keeping data/<system>/splits.json's")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default data/<system>)")
     parser.add_argument("--device", default="cpu", help="torch device of the training: cpu (default), cuda or auto")
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"],
@@ -234,7 +236,7 @@ def main() -> None:
     if not frames:
         raise SystemSpecError(f"no dataset at {dataset}; make it with scripts/make_{args.system}_dataset.py")
     frames, energy_only = energy_only_where_extreme(frames, options["max_force"])
-    test_indices = None if args.new_split else held_out_indices(frames, folder / "heldout.extxyz")
+    kept = None if args.new_split else kept_split(frames, folder / "splits.json")
     overrides = dict(options["settings"], device=args.device, dtype=args.dtype)
     for name in ("max_epochs", "learning_rate", "energy_weight", "forces_weight"):
         if getattr(args, name) is not None:
@@ -248,7 +250,7 @@ def main() -> None:
     committee, metrics = train_committee(
         frames, args.members, settings=settings, progress=True,
         architecture_options=options["architecture"] if initial is None else None, initial=initial,
-        checkpoint_dir=mfal_home() / "train_checkpoints" / args.system, jobs=args.jobs, test_indices=test_indices,
+        checkpoint_dir=mfal_home() / "train_checkpoints" / args.system, jobs=args.jobs, kept_split=kept,
     )
     # Members restored from checkpoints cost this run nothing; each member's own time is in its run.
     metrics["run_seconds"] = round(time.perf_counter() - start, 1)
@@ -257,13 +259,14 @@ def main() -> None:
     # Measured as campaigns load it (float64), whatever precision it trained in.
     committee = Committee.load(out / "committee.pt", device=args.device)
     labelled = attach_labels(frames, settings.energy_key, settings.forces_key)
-    splits = split_indices(len(labelled), settings.valid_fraction, settings.test_fraction, settings.seed, test_indices)
+    splits = split_indices(len(labelled), settings.valid_fraction, settings.test_fraction, settings.seed, kept)
     for split in ("test", "train"):
         metrics[split] = error_metrics(committee, [labelled[i] for i in splits[split]], settings.energy_key,
                                        settings.forces_key)
     heldout = out / "heldout.extxyz"
     heldout.unlink(missing_ok=True)
     write(heldout, [frames[i] for i in splits["test"]], format="extxyz")
+    (out / "splits.json").write_text(json.dumps(split_ids(frames, splits), indent=1) + "\n")
 
     result = committee_neb(committee, args.system, frames, options["neb_fmax"])
     energies = result.energies

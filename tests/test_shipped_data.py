@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mfal.hashing import settings_hash
-from mfal.systems.dataset import held_out_indices, read_dataset
+from mfal.systems.dataset import kept_split, read_dataset
 from mfal.systems.mos2 import MOS2_THICKNESS
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -107,11 +107,11 @@ def test_committee_reproduces_its_metrics(system):
 
 
 @pytest.mark.parametrize("system", ["h3", "mos2"])
-def test_the_next_training_keeps_the_shipped_held_out_set(system):
-    """Every held-out frame is still in the dataset, so train_base.py keeps them as its test split."""
+def test_the_next_training_keeps_the_shipped_committees_splits(system):
+    """splits.json names the held-out frames and frames of the dataset, so train_base.py keeps both splits."""
     frames = read_dataset(DATA / system / f"{system}_pbe.extxyz")
-    indices = held_out_indices(frames, DATA / system / "heldout.extxyz")
+    kept = kept_split(frames, DATA / system / "splits.json")
     heldout = read_dataset(DATA / system / "heldout.extxyz")
-    assert len(indices) == len(heldout) == len(set(indices))
-    for index, atoms in zip(indices, heldout):
+    assert len(kept["test"]) == len(heldout) and not set(kept["test"]) & set(kept["valid"])
+    for index, atoms in zip(kept["test"], heldout):
         np.testing.assert_array_equal(frames[index].positions, atoms.positions)

@@ -1,11 +1,13 @@
 """Resumable extxyz datasets and the GPAW k-grid rule (no GPAW needed for either)."""
 
+import json
+
 import numpy as np
 import pytest
 
 from mfal.hashing import settings_hash
 from mfal.systems import SystemSpecError, h3_chain, mos2_monolayer, mos2_vacancy_endpoints
-from mfal.systems.dataset import append_frame, done_ids, held_out_indices, labelled_frame, read_dataset
+from mfal.systems.dataset import append_frame, done_ids, kept_split, labelled_frame, read_dataset, split_ids
 from mfal.systems.gpaw_reference import kpoint_grid, label_settings
 
 
@@ -26,17 +28,16 @@ def test_append_and_resume_round_trip(tmp_path):
     assert frames[1].get_distance(0, 1) == pytest.approx(0.9)
 
 
-def test_held_out_frames_are_found_by_config_id_however_the_dataset_grew(tmp_path):
+def test_kept_splits_are_found_by_config_id_however_the_dataset_grew(tmp_path):
     settings = {"code": "test"}
     frames = [labelled_frame(h3_chain(0.8 + 0.05 * k, 1.5), -40.0, np.zeros((3, 3)), f"c{k}", settings) for k in range(6)]
-    heldout = tmp_path / "heldout.extxyz"
-    assert held_out_indices(frames, heldout) is None
-    for k in (4, 1):
-        append_frame(heldout, frames[k])
+    splits_file = tmp_path / "splits.json"
+    assert kept_split(frames, splits_file) is None
+    splits_file.write_text(json.dumps(split_ids(frames, {"test": [4, 1], "valid": [0]})))
     grown = [frames[5], *frames[:5], labelled_frame(h3_chain(1.0, 2.0), -41.0, np.zeros((3, 3)), "new", settings)]
-    assert held_out_indices(grown, heldout) == [5, 2]
+    assert kept_split(grown, splits_file) == {"test": [5, 2], "valid": [1]}
     with pytest.raises(SystemSpecError, match="c4.*--new-split"):
-        held_out_indices(frames[:4], heldout)
+        kept_split(frames[:4], splits_file)
 
 
 def test_labelled_frame_rejects_wrong_force_shape_and_key_clash():

@@ -246,12 +246,14 @@ def test_train_base_command_writes_committee_and_metrics(tmp_path):
     assert "warm-start committee file" in str(no_start.exception)
 
 
-def test_a_fixed_test_split_stays_put_while_the_dataset_grows():
+def test_kept_splits_stay_put_while_the_dataset_grows():
     first = split_indices(50, 0.1, 0.1, seed=0)
-    grown = split_indices(57, 0.1, 0.1, seed=0, test=first["test"])
+    grown = split_indices(57, 0.1, 0.1, seed=0, kept={"test": first["test"], "valid": first["valid"]})
     np.testing.assert_array_equal(grown["test"], first["test"])
-    assert sorted(np.concatenate([grown["train"], grown["valid"], grown["test"]]).tolist()) == list(range(57))
-    assert len(grown["valid"]) == round(0.1 * 57)
+    np.testing.assert_array_equal(grown["valid"], first["valid"])
+    np.testing.assert_array_equal(grown["train"], np.concatenate([first["train"], np.arange(50, 57)]))
     assert set(split_indices(57, 0.1, 0.1, seed=0)["test"]) != set(first["test"])  # what a redraw would do
     with pytest.raises(TrainingDataError, match="indices of the 57 structures"):
-        split_indices(57, 0.1, 0.1, seed=0, test=[3, 57])
+        split_indices(57, 0.1, 0.1, seed=0, kept={"test": [3, 57], "valid": [4]})
+    with pytest.raises(TrainingDataError, match=r"\[4\] are in both"):
+        split_indices(57, 0.1, 0.1, seed=0, kept={"test": [3, 4], "valid": [4]})

@@ -123,30 +123,39 @@ def attach_labels(structures: Sequence[Atoms], energy_key: str = ENERGY_KEY, for
 
 
 def split_indices(
-    n_structures: int, valid_fraction: float, test_fraction: float, seed: int, test: Sequence[int] | None = None
+    n_structures: int, valid_fraction: float, test_fraction: float, seed: int,
+    kept: dict[str, Sequence[int]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Random train/valid/test split; valid and test get at least one structure each.
 
-    With ``test`` (structure indices) those are the test split and only the
-    rest is split at random: a held-out set kept fixed while a dataset grows,
-    so that successive committees are measured on the same structures and a
-    warm start never trains on its predecessor's test structures.
+    With ``kept`` (``{"test": indices, "valid": indices}``, e.g. from
+    :func:`mfal.systems.dataset.kept_split`) those are the test and validation
+    splits and every other structure trains: the split of a dataset that grew
+    since, so that successive committees are measured on the same structures
+    and a warm start never meets its predecessor's training data there.
     """
     if n_structures < 3:
         raise TrainingDataError(f"training needs at least 3 structures (train, validation, test), got {n_structures}")
+    if kept is not None:
+        test, valid = (np.unique(np.asarray(kept[part], dtype=int)) for part in ("test", "valid"))
+        for part, indices in (("test", test), ("valid", valid)):
+            if len(indices) == 0 or indices.min() < 0 or indices.max() >= n_structures:
+                raise TrainingDataError(
+                    f"the kept {part} split must be indices of the {n_structures} structures, got {indices.tolist()}")
+        if np.intersect1d(test, valid).size:
+            raise TrainingDataError(f"structures {np.intersect1d(test, valid).tolist()} are in both kept splits")
+        train = np.setdiff1d(np.arange(n_structures), np.concatenate([test, valid]))
+        if len(train) == 0:
+            raise TrainingDataError("the kept test and validation splits leave no structure to train on")
+        return {"test": test, "valid": valid, "train": train}
+    order = np.random.default_rng(seed).permutation(n_structures)
     n_valid = max(1, round(valid_fraction * n_structures))
-    if test is None:
-        order = np.random.default_rng(seed).permutation(n_structures)
-        n_test = max(1, round(test_fraction * n_structures))
-        test, rest = order[:n_test], order[n_test:]
-    else:
-        test = np.unique(np.asarray(test, dtype=int))
-        if len(test) == 0 or test.min() < 0 or test.max() >= n_structures:
-            raise TrainingDataError(f"the test split must be indices of the {n_structures} structures, got {test.tolist()}")
-        rest = np.random.default_rng(seed).permutation(np.setdiff1d(np.arange(n_structures), test))
-        if len(rest) <= n_valid:
-            raise TrainingDataError(f"{len(rest)} structures outside the test split leave none to train on")
-    return {"test": np.sort(test), "valid": np.sort(rest[:n_valid]), "train": np.sort(rest[n_valid:])}
+    n_test = max(1, round(test_fraction * n_structures))
+    return {
+        "test": np.sort(order[:n_test]),
+        "valid": np.sort(order[n_test : n_test + n_valid]),
+        "train": np.sort(order[n_test + n_valid :]),
+    }
 
 
 def fit_constants(structures: Sequence[Atoms], atomic_numbers: Sequence[int], r_max: float, energy_key: str, forces_key: str) -> dict[str, Any]:
@@ -432,7 +441,7 @@ def train_committee(
     checkpoint_dir: Path | None = None,
     jobs: int = 1,
     initial: Committee | None = None,
-    test_indices: Sequence[int] | None = None,
+    kept_split: dict[str, Sequence[int]] | None = None,
 ) -> tuple[Committee, dict[str, Any]]:
     """Train ``n_members`` MACE models on labelled structures; return the committee and its metrics.
 
@@ -460,7 +469,7 @@ def train_committee(
     added, in a fraction of the epochs a fresh one needs. Each member's
     checkpoint identity then includes a hash of its starting weights.
 
-    ``test_indices`` fixes the test split (see :func:`split_indices`).
+    ``kept_split`` fixes the test and validation splits (see :func:`split_indices`).
     """
     if initial is not None and architecture_options:
         raise PotentialError("a warm start keeps the initial committee's architecture; give no architecture_options")
@@ -469,7 +478,7 @@ def train_committee(
     if n_members < min_members:
         raise PotentialError(f"a committee needs at least {min_members} members, got {n_members}")
     labelled = attach_labels(structures, settings.energy_key, settings.forces_key)
-    splits = split_indices(len(labelled), settings.valid_fraction, settings.test_fraction, settings.seed, test_indices)
+    splits = split_indices(len(labelled), settings.valid_fraction, settings.test_fraction, settings.seed, kept_split)
     train = [labelled[i] for i in splits["train"]]
     if initial is None:
         elements = sorted({int(z) for atoms in labelled for z in atoms.numbers})

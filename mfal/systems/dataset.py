@@ -10,8 +10,10 @@ Each frame stores the energy (eV) and forces (eV/Å) as the standard extxyz
 ``key=value`` pairs together with their ``settings_hash``.
 """
 
+import json
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from ase import Atoms
@@ -35,28 +37,34 @@ def done_ids(path: str | os.PathLike) -> set[str]:
     return {str(atoms.info["config_id"]) for atoms in read_dataset(path)}
 
 
-def held_out_indices(frames: list[Atoms], heldout_file: str | os.PathLike) -> list[int] | None:
-    """Indices in ``frames`` of the frames of ``heldout_file`` (matched by ``config_id``); None when there is no such file.
+def kept_split(frames: list[Atoms], splits_file: str | os.PathLike) -> dict[str, list[int]] | None:
+    """Indices in ``frames`` of an earlier training's test and validation frames (``splits_file``); None without one.
 
-    An earlier training's held-out set, kept as the test split while the
-    dataset grows: redrawing a random split after frames were appended would
-    put structures the shipped committee trained on into the new test set, so a
-    warm start from it would be measured on its own training data, and no two
-    committees on the same structures. Raises :class:`SystemSpecError` if the
-    file names a frame the dataset no longer holds.
+    The file (JSON) names the frames of each split by ``config_id``. Keeping
+    them while the dataset grows, new frames going to training, matters: a
+    random split redrawn after frames were appended puts structures the shipped
+    committee trained on into the new test and validation sets, so a warm start
+    from it is measured, and early-stopped, on its own training data, and no
+    two committees are measured on the same structures. Raises
+    :class:`SystemSpecError` if the file names a frame the dataset no longer holds.
     """
-    heldout = read_dataset(heldout_file)
-    if not heldout:
+    path = Path(splits_file)
+    if not path.is_file():
         return None
+    named = json.loads(path.read_text())
     index = {str(frame.info.get("config_id")): i for i, frame in enumerate(frames)}
-    kept = [str(atoms.info.get("config_id")) for atoms in heldout]
-    missing = [config_id for config_id in kept if config_id not in index]
+    missing = [config_id for part in ("test", "valid") for config_id in named[part] if config_id not in index]
     if missing:
         raise SystemSpecError(
-            f"{heldout_file} holds {len(missing)} frame(s) the dataset does not ({', '.join(missing[:5])}); "
-            "draw a new held-out set (train_base.py --new-split)"
+            f"{path} names {len(missing)} frame(s) the dataset does not hold ({', '.join(missing[:5])}); "
+            "draw a new split (train_base.py --new-split)"
         )
-    return [index[config_id] for config_id in kept]
+    return {part: [index[config_id] for config_id in named[part]] for part in ("test", "valid")}
+
+
+def split_ids(frames: list[Atoms], splits: dict[str, Sequence[int]]) -> dict[str, list[str]]:
+    """The ``config_id`` of each test and validation frame: what :func:`kept_split` reads back."""
+    return {part: [str(frames[i].info["config_id"]) for i in splits[part]] for part in ("test", "valid")}
 
 
 def labelled_frame(atoms: Atoms, energy: float, forces, config_id: str, settings: dict, **info) -> Atoms:
