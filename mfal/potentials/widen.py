@@ -27,7 +27,9 @@ import torch
 from mfal.potentials.architecture import build_model
 from mfal.potentials.committee import Committee
 from mfal.potentials.errors import PotentialError
-from mfal.potentials.stacked import scaled_irreps, stack_linear, stack_product, stack_skip_tp, stackable
+from mfal.potentials.stacked import (
+    STACKABLE_INTERACTIONS, scaled_irreps, stack_linear, stack_product, stack_skip_tp, stackable,
+)
 
 
 def widened_record(record: dict[str, Any]) -> dict[str, Any]:
@@ -85,8 +87,8 @@ def widened_committee(committee: Committee, seed: int = 0) -> Committee:
     """Every member widened (:func:`widened_member`, member ``i`` seeded ``seed + i``), same dtype and device."""
     if not stackable(committee.architecture):
         raise PotentialError(
-            f"only committees of {committee.architecture['interaction_cls']} layers that mfal can stack can be "
-            "widened; this one's layers are not among them"
+            f"a committee of {committee.architecture['interaction_cls']} layers cannot be widened: mfal widens "
+            f"only the layers it can stack ({', '.join(STACKABLE_INTERACTIONS)} with linear or nonlinear readouts)"
         )
     models = [widened_member(model, record, seed + i)
               for i, (model, record) in enumerate(zip(committee.models, committee.architectures))]
