@@ -66,6 +66,7 @@ def stackable(architecture: dict[str, Any]) -> bool:
 
 
 def scaled_irreps(irreps: str, factor: int) -> o3.Irreps:
+    """``irreps`` with every multiplicity (channel count) times ``factor``."""
     return o3.Irreps([(mul * factor, ir) for mul, ir in o3.Irreps(irreps)])
 
 
@@ -86,8 +87,6 @@ class GroupedRadialMLP(torch.nn.Module):
             for group in layers
         )
         self.acts = [group[0].act for group in layers]
-        first = layers[0][0]
-        self.input_scale = 1.0 / (first.h_in * first.var_in) ** 0.5
         self.scales = []
         for group in layers:
             layer = group[0]
@@ -162,15 +161,24 @@ def _stack_interaction(wide: RealAgnosticResidualInteractionBlock,
     stack_linear(wide.linear, [m.linear for m in members], member_scale=[1.0 / m.avg_num_neighbors for m in members])
     wide.avg_num_neighbors = 1.0
     stack_skip_tp(wide.skip_tp, [m.skip_tp for m in members])
-    tp, member_tp = wide.conv_tp, members[0].conv_tp
+    ratios = conv_path_ratios(members[0].conv_tp, wide.conv_tp, like=wide.linear.weight)
+    wide.conv_tp_weights = GroupedRadialMLP([m.conv_tp_weights for m in members], len(ratios), ratios.reshape(-1, 1, 1))
+
+
+def conv_path_ratios(member_tp: o3.TensorProduct, wide_tp: o3.TensorProduct, like: torch.Tensor) -> torch.Tensor:
+    """Per convolution path, the member's path normalisation over the wide one's (dtype and device of ``like``).
+
+    The radial network's output for a path is multiplied by that ratio when a
+    member's channels move into a wider convolution. Only channel-wise paths
+    (``uvu``, one weight per channel) can move so; anything else is refused.
+    """
     for instruction in member_tp.instructions:
         if instruction.connection_mode != "uvu" or instruction.path_shape[1:] not in ((), (1,)):
             raise ValueError(f"convolution path {instruction} is not channel-wise")
-    channels = member_tp.instructions[0].path_shape[0]
-    ratio = torch.tensor([mi.path_weight / wi.path_weight for mi, wi in zip(member_tp.instructions, tp.instructions)])
-    column_scale = ratio.reshape(-1, 1, 1).to(dtype=wide.linear.weight.dtype, device=wide.linear.weight.device)
-    wide.conv_tp_weights = GroupedRadialMLP([m.conv_tp_weights for m in members], len(member_tp.instructions), column_scale)
-    assert channels * len(member_tp.instructions) == member_tp.weight_numel
+    assert member_tp.instructions[0].path_shape[0] * len(member_tp.instructions) == member_tp.weight_numel
+    return torch.tensor([mine.path_weight / theirs.path_weight
+                         for mine, theirs in zip(member_tp.instructions, wide_tp.instructions)],
+                        dtype=like.dtype, device=like.device)
 
 
 def _wide_readout(wide_irreps_in: o3.Irreps, member: torch.nn.Module, n: int, dtype: torch.dtype) -> torch.nn.Module:

@@ -142,8 +142,9 @@ def split_indices(
             if len(indices) == 0 or indices.min() < 0 or indices.max() >= n_structures:
                 raise TrainingDataError(
                     f"the kept {part} split must be indices of the {n_structures} structures, got {indices.tolist()}")
-        if np.intersect1d(test, valid).size:
-            raise TrainingDataError(f"structures {np.intersect1d(test, valid).tolist()} are in both kept splits")
+        shared = np.intersect1d(test, valid)
+        if shared.size:
+            raise TrainingDataError(f"structures {shared.tolist()} are in both kept splits")
         train = np.setdiff1d(np.arange(n_structures), np.concatenate([test, valid]))
         if len(train) == 0:
             raise TrainingDataError("the kept test and validation splits leave no structure to train on")

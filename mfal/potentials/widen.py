@@ -28,7 +28,7 @@ from mfal.potentials.architecture import build_model
 from mfal.potentials.committee import Committee
 from mfal.potentials.errors import PotentialError
 from mfal.potentials.stacked import (
-    STACKABLE_INTERACTIONS, scaled_irreps, stack_linear, stack_product, stack_skip_tp, stackable,
+    STACKABLE_INTERACTIONS, conv_path_ratios, scaled_irreps, stack_linear, stack_product, stack_skip_tp, stackable,
 )
 
 
@@ -72,10 +72,8 @@ def widened_member(model: torch.nn.Module, record: dict[str, Any], seed: int) ->
         stack_linear(wide_block.linear_up, [trained.linear_up, new.linear_up])
         stack_linear(wide_block.linear, [trained.linear, new.linear])
         stack_skip_tp(wide_block.skip_tp, [trained.skip_tp, new.skip_tp])
-        instructions = list(zip(trained.conv_tp.instructions, wide_block.conv_tp.instructions))
-        scale = torch.tensor([mine.path_weight / theirs.path_weight for mine, theirs in instructions],
-                             dtype=energies.dtype, device=energies.device)
-        _widen_radial(wide_block.conv_tp_weights, trained.conv_tp_weights, new.conv_tp_weights, len(instructions), scale)
+        scale = conv_path_ratios(trained.conv_tp, wide_block.conv_tp, like=energies)
+        _widen_radial(wide_block.conv_tp_weights, trained.conv_tp_weights, new.conv_tp_weights, len(scale), scale)
     for wide_block, trained, new in zip(wide.products, model.products, fresh.products):
         stack_product(wide_block, [trained, new])
     for wide_block, trained, new in zip(wide.readouts, model.readouts, fresh.readouts):
