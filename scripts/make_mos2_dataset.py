@@ -30,6 +30,11 @@ deterministic list of configurations with unique ``config_id``):
    mirror image) until they are 2.4, 2.0 and 1.7 Å apart (3.2 Å in the layer), at
    its site and at the line's middle. Committees trained without them paired the
    two into an S2 at 1.55 Å, 1.6 eV below the initial state.
+8. ``midhop_rNN_iKK``: more rattled straight-line images (0.06-0.1 Å) of the
+   hop's squeezed middle, images 2-6, where the S atom passes 1.8 Å from two Mo
+   atoms. A committee trained on stages 1-7 had its largest held-out force errors
+   there: three rattled image-6 frames at 92-122 meV/Å, against 45 meV/Å over
+   the other held-out frames.
 
 Each finished configuration is appended to the extxyz at once (rank 0 writes).
 About two minutes per single point on 2 otherwise idle cores.
@@ -70,7 +75,7 @@ from gpaw.mpi import world
 
 from mfal.systems import interpolate_path, mos2_monolayer, mos2_vacancy_endpoints, vacancy_final_by_translation
 from mfal.hashing import settings_hash, structure_hash
-from mfal.systems.dataset import append_frame, labelled_frame, read_dataset
+from mfal.systems.dataset import append_frame, labelled_frame, path_tag, read_dataset
 from mfal.systems.gpaw_reference import gpaw_calculator, label_settings
 from mfal.systems.mos2 import MOS2_ENERGY_ONLY_FORCE
 
@@ -90,6 +95,11 @@ DESORPTION_LIFTS = (1.2, 1.6, 2.4, 3.2, 4.0)
 CONTACT_IMAGES = (0, 4)
 CONTACT_DISTANCES = (2.4, 2.0, 1.7)
 """Å: S-S distances the hopping S atom is pushed to, towards the S atom beside its route."""
+MIDHOP_IMAGES = (2, 3, 4, 5, 6)
+MIDHOP_RATTLES = (0.06, 0.08, 0.1)
+"""Å: one round of the squeezed middle images per rattle amplitude."""
+PATH_RATTLES = (0.04, 0.06, 0.08)
+"""Å: amplitudes ``--path-rattles`` cycles through, image by image."""
 
 
 class Labeller:
@@ -194,7 +204,7 @@ def _strained(atoms, strain: tuple[float, float]):
 
 
 def later_stages(relaxed_initial):
-    """Stages 2-7 as ``(config_id, atoms, info)``, all derived from the relaxed initial state."""
+    """Stages 2-8 as ``(config_id, atoms, info)``, all derived from the relaxed initial state."""
     initial = mos2_vacancy_endpoints(SIZE)[0]
     initial.positions = relaxed_initial.positions
     final = vacancy_final_by_translation(initial, SIZE)
@@ -233,6 +243,10 @@ def later_stages(relaxed_initial):
         for distance in CONTACT_DISTANCES:
             yield (f"contact_i{k:02d}_d{round(10 * distance):02d}", _pushed_towards(path[k], beside, distance),
                    dict(kind="contact", image=k, partner=beside, distance=distance))
+    for round_, stdev in enumerate(MIDHOP_RATTLES):
+        for k in MIDHOP_IMAGES:
+            yield (f"midhop_r{round_:02d}_i{k:02d}", _rattled(path[k], stdev, "midhop", round_, k),
+                   dict(kind="rattled", image=k, rattle=stdev))
 
 
 def _s_beside_route(path) -> int:
@@ -268,23 +282,26 @@ def _straight_line(initial, final):
     return interpolate_path(initial, final, PATH_INTERMEDIATE)[1:-1]
 
 
-def path_tag(images) -> str:
-    """A path's short name in config ids: the hash of its middle image."""
-    return structure_hash(images[len(images) // 2])[:10]
-
-
 def reference_labels_file(output: Path) -> Path:
     """Where ``--reference-path`` puts its single points, beside the dataset."""
     return output.with_name(f"{output.stem}_reference_path.extxyz")
 
 
-def add_path(labeller: Labeller, path_file: Path) -> None:
-    """Label the moving images of the path in ``path_file`` into the dataset (``cpath_<tag>_NN``)."""
+def add_path(labeller: Labeller, path_file: Path, rattles: int = 0) -> None:
+    """Label the moving images of the path in ``path_file`` into the dataset (``cpath_<tag>_NN``), then
+    ``rattles`` rattled copies of each (``cpath_<tag>_NN_rRR``, amplitudes cycling through ``PATH_RATTLES``):
+    the path's neighbourhood, where the next committee's NEB will search."""
     images = read(path_file, index=":", format="extxyz")
     tag = path_tag(images)
-    for k, image in enumerate(images[1:-1], start=1):
+    moving = list(enumerate(images[1:-1], start=1))
+    for k, image in moving:
         image.calc = None
         labeller.label(f"cpath_{tag}_{k:02d}", image, kind="committee_path", image=k)
+    for round_ in range(rattles):
+        for k, image in moving:
+            stdev = PATH_RATTLES[(round_ + k) % len(PATH_RATTLES)]
+            labeller.label(f"cpath_{tag}_{k:02d}_r{round_:02d}", _rattled(image, stdev, "cpath", tag, round_, k),
+                           kind="committee_path", image=k, rattle=stdev)
 
 
 def update_metadata(metadata_file: Path, message: str, **fields) -> None:
@@ -380,6 +397,8 @@ def main() -> None:
     parser.add_argument("--add-path", type=Path, default=None,
                         help="label only the moving images of this extxyz path into the dataset (a committee's "
                              "NEB path where it strayed from the data), reusing --reference-path labels")
+    parser.add_argument("--path-rattles", type=int, default=0, metavar="R",
+                        help="with --add-path: also label R rattled copies of each of its moving images")
     parser.add_argument("--label-noise", type=int, default=None, metavar="N",
                         help="label N dataset frames again, translated by half a grid spacing (into "
                              "<output>_translated.extxyz), and write the forces' grid noise to <output>.json")
@@ -393,7 +412,8 @@ def main() -> None:
                           args.reference_path, args.output.with_suffix(".json"))
         return
     if args.add_path is not None:
-        add_path(Labeller(args.output, args.txt, reuse=reference_labels_file(args.output)), args.add_path)
+        add_path(Labeller(args.output, args.txt, reuse=reference_labels_file(args.output)), args.add_path,
+                 args.path_rattles)
         return
     labeller = Labeller(args.output, args.txt)
     if world.rank == 0:

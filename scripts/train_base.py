@@ -39,6 +39,13 @@ interruption trains only the members still missing, each from where it stopped.
 Barriers are measured from the path's first image. H3: the fixed endpoints of
 :func:`mfal.systems.h3_path`. MoS2: the dataset's relaxed initial state and its
 translation-equivalent final state, both relaxed again on the committee.
+
+A MoS2 barrier is compared with DFT on the committee's own path only: the
+dataset's ``reference_barrier`` counts when its ``path_tag`` is this path's.
+After training, label the path and fill the reference in without training again:
+
+    make_mos2_dataset.py data/mos2/mos2_pbe.extxyz --reference-path data/mos2/committee_neb.extxyz  # GPAW, MPI
+    .venv/bin/python scripts/train_base.py mos2 --update-reference
 """
 
 import argparse
@@ -51,7 +58,7 @@ import mace.modules  # noqa: F401  (mace before e3nn, see mfal.potentials)
 import numpy as np
 import torch
 from ase.calculators.singlepoint import SinglePointCalculator
-from ase.io import write
+from ase.io import read, write
 from e3nn import o3
 
 from mfal.neb import NEBResult, neb_from_endpoints
@@ -62,7 +69,7 @@ from mfal.potentials.train import (
 )
 from mfal.potentials.widen import widened_committee
 from mfal.systems import h3_path, mos2_vacancy_endpoints, vacancy_final_by_translation
-from mfal.systems.dataset import kept_split, read_dataset, split_ids
+from mfal.systems.dataset import kept_split, path_tag, read_dataset, split_ids
 from mfal.systems.errors import SystemSpecError
 from mfal.systems.mos2 import MOS2_ENERGY_ONLY_FORCE
 
@@ -154,6 +161,33 @@ def committee_neb(committee: Committee, system: str, frames, fmax: float) -> NEB
                               endpoint_fmax=fmax, fmax=fmax, max_steps=1000)
 
 
+def dft_reference(metadata: dict, path_file: Path) -> float | None:
+    """The dataset's DFT reference barrier (``<system>_pbe.json``) if it was measured on the path in
+    ``path_file``, or on no particular path (H3's saddle search); None if on another committee's path."""
+    record = metadata.get("reference_barrier")
+    if record is None:
+        return None
+    if "path_tag" in record and record["path_tag"] != path_tag(read(path_file, index=":", format="extxyz")):
+        return None
+    return record["barrier"]
+
+
+def update_reference(system: str, out: Path) -> None:
+    """Fill the DFT reference barrier of ``out``'s committee path into its ``metrics.json``."""
+    metadata = json.loads((DATA / system / f"{system}_pbe.json").read_text())
+    reference = dft_reference(metadata, out / "committee_neb.extxyz")
+    if reference is None:
+        raise SystemSpecError(
+            f"{DATA / system / f'{system}_pbe.json'} holds no reference barrier on {out / 'committee_neb.extxyz'}; "
+            f"label that path first (make_{system}_dataset.py --reference-path)")
+    metrics = json.loads((out / "metrics.json").read_text())
+    neb = metrics["neb"]
+    neb.update(reference_barrier_ev=reference, barrier_error_ev=round(neb["barrier_ev"] - reference, 5))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"{system}: NEB barrier {neb['barrier_ev']:.3f} eV, DFT {reference:.3f} eV on the same path "
+          f"(error {neb['barrier_error_ev']:+.3f} eV)")
+
+
 def shortest_distance(atoms) -> float:
     """The structure's shortest interatomic distance (Å, minimum image)."""
     distances = atoms.get_all_distances(mic=True)
@@ -216,6 +250,10 @@ def main() -> None:
     parser.add_argument("--widen", action="store_true",
                         help="double the warm-start committee's channels first, keeping what it computes "
                              "(mfal.potentials.widen), to train on with more capacity")
+    parser.add_argument("--no-bootstrap", dest="bootstrap", action="store_false",
+                        help="train every member on the whole training split, not on its own bootstrap resample "
+                             "(members then differ by their initial weights and batch order only; with "
+                             "--warm-start, by the members they start from)")
     parser.add_argument("--new-split", action="store_true",
                         help="draw new random test and validation splits instead of keeping data/<system>/splits.json's")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default data/<system>)")
@@ -223,7 +261,13 @@ def main() -> None:
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"],
                         help="precision of the training (float32: half the time per epoch on a CPU); "
                              "the metrics and the NEB are measured in float64, as campaigns load the committee")
+    parser.add_argument("--update-reference", action="store_true",
+                        help="train nothing: copy the DFT reference barrier on the committee's own NEB path "
+                             "(labelled since by make_<system>_dataset.py --reference-path) into its metrics.json")
     args = parser.parse_args()
+    if args.update_reference:
+        update_reference(args.system, args.out or DATA / args.system)
+        return
     if args.widen and args.warm_start is None:
         parser.error("--widen widens the --warm-start committee; name one")
 
@@ -237,7 +281,7 @@ def main() -> None:
         raise SystemSpecError(f"no dataset at {dataset}; make it with scripts/make_{args.system}_dataset.py")
     frames, energy_only = energy_only_where_extreme(frames, options["max_force"])
     kept = None if args.new_split else kept_split(frames, folder / "splits.json")
-    overrides = dict(options["settings"], device=args.device, dtype=args.dtype)
+    overrides = dict(options["settings"], device=args.device, dtype=args.dtype, bootstrap=args.bootstrap)
     for name in ("max_epochs", "learning_rate", "energy_weight", "forces_weight"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
@@ -279,7 +323,7 @@ def main() -> None:
     }
     metadata_path = folder / f"{args.system}_pbe.json"
     metadata = json.loads(metadata_path.read_text()) if metadata_path.exists() else {}
-    reference = metadata.get("reference_barrier", {}).get("barrier")
+    reference = dft_reference(metadata, out / "committee_neb.extxyz")
     label_noise = metadata.get("label_noise", {}).get("per_label_noise_mev_per_a")
     barrier = result.barrier
     metrics.update(

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ase.io import read
 
 from mfal.hashing import settings_hash
-from mfal.systems.dataset import kept_split, read_dataset
+from mfal.systems.dataset import kept_split, path_tag, read_dataset
 from mfal.systems.mos2 import MOS2_THICKNESS
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -68,6 +69,14 @@ def test_mos2_reference_barrier_is_the_dft_energy_along_its_path():
     energies = np.array([f.get_potential_energy() for f in path])
     assert len(path) == len(record["energies_ev"])
     assert record["barrier"] == pytest.approx(energies.max() - energies[0], abs=1e-9)
+
+
+def test_mos2_committee_barrier_is_compared_with_dft_on_its_own_path():
+    record = json.loads((DATA / "mos2" / "mos2_pbe.json").read_text())["reference_barrier"]
+    assert record["path_tag"] == path_tag(read(DATA / "mos2" / "committee_neb.extxyz", index=":"))
+    neb = json.loads((DATA / "mos2" / "metrics.json").read_text())["neb"]
+    assert neb["reference_barrier_ev"] == pytest.approx(record["barrier"], abs=1e-12)
+    assert neb["barrier_error_ev"] == pytest.approx(neb["barrier_ev"] - record["barrier"], abs=1e-5)
 
 
 def test_mos2_label_noise_is_the_force_change_under_a_rigid_translation():

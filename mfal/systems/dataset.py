@@ -20,7 +20,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
 
-from mfal.hashing import settings_hash
+from mfal.hashing import settings_hash, structure_hash
 from mfal.systems.errors import SystemSpecError
 
 
@@ -65,6 +65,12 @@ def kept_split(frames: list[Atoms], splits_file: str | os.PathLike) -> dict[str,
 def split_ids(frames: list[Atoms], splits: dict[str, Sequence[int]]) -> dict[str, list[str]]:
     """The ``config_id`` of each test and validation frame: what :func:`kept_split` reads back."""
     return {part: [str(frames[i].info["config_id"]) for i in splits[part]] for part in ("test", "valid")}
+
+
+def path_tag(images: Sequence[Atoms]) -> str:
+    """A path's short name in config ids (``refpath_<tag>_NN``, ``cpath_<tag>_NN``): the hash of its middle image.
+    The DFT reference barrier records it, so a committee's barrier is compared with DFT on its own path only."""
+    return structure_hash(images[len(images) // 2])[:10]
 
 
 def labelled_frame(atoms: Atoms, energy: float, forces, config_id: str, settings: dict, **info) -> Atoms:
