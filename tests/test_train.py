@@ -246,6 +246,48 @@ def test_train_base_command_writes_committee_and_metrics(tmp_path):
     assert "warm-start committee file" in str(no_start.exception)
 
 
+def test_train_base_command_keeps_splits_and_widens_the_next_round(tmp_path):
+    """The round after labelling new data: the grown data keep their test and validation structures,
+    and the warm start may be widened and trained without bootstrap resamples."""
+    frames = as_calculator_results(leps_h3_dataset(15, seed=5))
+    for k, atoms in enumerate(frames):
+        atoms.info["config_id"] = f"frame_{k:02d}"
+    first_data, grown_data = tmp_path / "first.extxyz", tmp_path / "grown.extxyz"
+    write(first_data, frames[:12])
+    write(grown_data, frames)
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    app.command("train-base")(train_base)
+    first = tmp_path / "first"
+    result = CliRunner().invoke(app, ["train-base", str(first_data), "--output", str(first), "--r-max", "3.0",
+                                      "--channels", "4", "--max-epochs", "1"])
+    assert result.exit_code == 0, result.output
+    first_splits = json.loads((first / "splits.json").read_text())
+    assert len(first_splits["test"]) == len(first_splits["valid"]) == 1
+
+    second = tmp_path / "second"
+    result = CliRunner().invoke(app, ["train-base", str(grown_data), "--output", str(second), "--max-epochs", "1",
+                                      "--warm-start", str(first / "committee.pt"), "--widen", "--no-bootstrap",
+                                      "--keep-splits", str(first / "splits.json")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((second / "splits.json").read_text()) == first_splits
+    metrics = json.loads((second / "metrics.json").read_text())
+    assert metrics["splits"] == {"test": 1, "valid": 1, "train": 13}  # the 3 new structures train
+    assert metrics["widened"] and not metrics["settings"]["bootstrap"]
+    assert all(member["distinct_training_structures"] == 13 for member in metrics["members"])
+    widened = Committee.load(second / "committee.pt")
+    assert widened.architecture["hidden_irreps"].startswith("8x0e")
+
+    for bad, message in ((["--widen"], "--widen widens the --warm-start committee"),
+                         (["--keep-splits", str(tmp_path / "none.json")], "splits file")):
+        refused = CliRunner().invoke(app, ["train-base", str(grown_data), *bad])
+        assert message in str(refused.exception)
+    unnamed = tmp_path / "unnamed.extxyz"
+    write(unnamed, as_calculator_results(leps_h3_dataset(12, seed=6)))
+    refused = CliRunner().invoke(app, ["train-base", str(unnamed), "--keep-splits", str(first / "splits.json")])
+    assert "some structures in" in str(refused.exception) and "have none" in str(refused.exception)
+
+
 def test_kept_splits_stay_put_while_the_dataset_grows():
     first = split_indices(50, 0.1, 0.1, seed=0)
     grown = split_indices(57, 0.1, 0.1, seed=0, kept={"test": first["test"], "valid": first["valid"]})

@@ -40,26 +40,47 @@ def train_base(
     warm_start: Path | None = typer.Option(
         None, "--warm-start", help="An mfal committee file: member i trains on from its member i, keeping its "
         "architecture (the architecture options above then do not apply)."),
+    widen: bool = typer.Option(
+        False, "--widen", help="Double the warm-start members' channels first, keeping what they compute "
+        "(mfal.potentials.widen): more capacity without starting from scratch."),
+    bootstrap: bool = typer.Option(
+        True, "--bootstrap/--no-bootstrap", help="Train each member on its own bootstrap resample of the training "
+        "split, or all on the whole of it (members then differ by seed, or by the members they start from)."),
+    keep_splits: Path | None = typer.Option(
+        None, "--keep-splits", help="An earlier training's splits.json: its test and validation structures "
+        "(by config_id) stay the test and validation splits, and structures added to the data since train."),
 ) -> None:
     """Train a committee of MACE models (seeds + bootstrap resamples) and write it with its metrics.
 
-    Writes OUTPUT/committee.pt (load with mfal.potentials.Committee.load) and
+    Writes OUTPUT/committee.pt (load with mfal.potentials.Committee.load),
     OUTPUT/metrics.json (energy RMSE in meV/atom, force RMSE in meV/Å on the
-    held-out test split).
+    held-out test split) and, when every structure has a ``config_id``,
+    OUTPUT/splits.json (the test and validation structures, for the next
+    round's ``--keep-splits``).
     """
     import ase.io
 
     from mfal.potentials import Committee
-    from mfal.potentials.train import TrainingSettings, train_committee
+    from mfal.potentials.train import TrainingSettings, split_indices, train_committee
+    from mfal.potentials.widen import widened_committee
+    from mfal.systems.dataset import kept_split, split_ids
 
     if not data.is_file():
         raise MfalError(f"training data file {data} does not exist")
     if warm_start is not None and not warm_start.is_file():
         raise MfalError(f"warm-start committee file {warm_start} does not exist")
+    if widen and warm_start is None:
+        raise MfalError("--widen widens the --warm-start committee; name one")
+    if keep_splits is not None and not keep_splits.is_file():
+        raise MfalError(f"splits file {keep_splits} does not exist")
     try:
         structures = ase.io.read(data, index=":")
     except Exception as exc:  # ASE raises many kinds for unreadable files
         raise MfalError(f"cannot read structures from {data}: {exc}") from exc
+    named = all("config_id" in atoms.info for atoms in structures)
+    if keep_splits is not None and not named:
+        raise MfalError(f"--keep-splits finds structures by config_id, and some structures in {data} have none")
+    kept = None if keep_splits is None else kept_split(structures, keep_splits)
     settings = TrainingSettings(
         energy_key=energy_key,
         forces_key=forces_key,
@@ -74,8 +95,11 @@ def train_base(
         seed=seed,
         dtype=dtype,
         device=device,
+        bootstrap=bootstrap,
     )
     initial = None if warm_start is None else Committee.load(warm_start, device=device)
+    if widen:
+        initial = widened_committee(initial)
     trained, metrics = train_committee(
         structures,
         committee,
@@ -86,11 +110,17 @@ def train_base(
         progress=True,
         jobs=jobs,
         initial=initial,
+        kept_split=kept,
     )
     output.mkdir(parents=True, exist_ok=True)
     trained.save(output / "committee.pt")
+    if named:
+        splits = split_indices(len(structures), valid_fraction, test_fraction, seed, kept)
+        (output / "splits.json").write_text(json.dumps(split_ids(structures, splits), indent=1) + "\n")
     metrics["data"] = str(data)
     metrics["warm_start"] = None if warm_start is None else str(warm_start)
+    metrics["widened"] = widen
+    metrics["kept_splits"] = None if keep_splits is None else str(keep_splits)
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if export_mace:
         trained.export_mace_models(output / "mace_models")

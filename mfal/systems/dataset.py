@@ -57,7 +57,7 @@ def kept_split(frames: list[Atoms], splits_file: str | os.PathLike) -> dict[str,
     if missing:
         raise SystemSpecError(
             f"{path} names {len(missing)} frame(s) the dataset does not hold ({', '.join(missing[:5])}); "
-            "draw a new split (train_base.py --new-split)"
+            "draw a new split instead (train_base.py --new-split; mfal train-base without --keep-splits)"
         )
     return {part: [index[config_id] for config_id in named[part]] for part in ("test", "valid")}
 
