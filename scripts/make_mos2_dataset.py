@@ -347,16 +347,25 @@ def translated_labels_file(output: Path) -> Path:
     return output.with_name(f"{output.stem}_translated.extxyz")
 
 
-def label_noise(labeller: Labeller, dataset: Path, n_frames: int, metadata_file: Path) -> dict:
+def label_noise(labeller: Labeller, dataset: Path, n_frames: int, metadata_file: Path,
+                config_ids: list[str] | None = None) -> dict:
     """Label ``n_frames`` dataset frames again, moved by half a grid spacing, and record how much the forces change.
 
     A rigid translation changes no physical quantity, but it moves the atoms
     relative to GPAW's real-space grid; the change in the forces is the
     labels' grid ("egg-box") error, which no potential can fit. The frames
-    are spread evenly over the dataset, leaving out energy-only ones.
+    are spread evenly over the dataset, leaving out energy-only ones, or are
+    the frames named by ``config_ids`` (e.g. those a committee fits worst).
     """
     frames = [f for f in read_dataset(dataset) if np.abs(f.get_forces()).max() <= MOS2_ENERGY_ONLY_FORCE]
-    chosen = [frames[int(k)] for k in np.linspace(0, len(frames) - 1, n_frames).round()]
+    if config_ids:
+        by_id = {str(f.info["config_id"]): f for f in frames}
+        unknown = [config_id for config_id in config_ids if config_id not in by_id]
+        if unknown:
+            raise SystemExit(f"{dataset} holds no force-labelled frame {', '.join(unknown)}")
+        chosen = [by_id[config_id] for config_id in config_ids]
+    else:
+        chosen = [frames[int(k)] for k in np.linspace(0, len(frames) - 1, n_frames).round()]
     rows, squared = [], []
     for frame in chosen:
         shift = np.array([0.5 * frame.info["h"], 0.0, 0.0])
@@ -402,10 +411,14 @@ def main() -> None:
     parser.add_argument("--label-noise", type=int, default=None, metavar="N",
                         help="label N dataset frames again, translated by half a grid spacing (into "
                              "<output>_translated.extxyz), and write the forces' grid noise to <output>.json")
+    parser.add_argument("--noise-frames", nargs="+", default=None, metavar="CONFIG_ID",
+                        help="with --label-noise N: these N frames instead of N spread over the dataset")
     args = parser.parse_args()
+    if args.noise_frames is not None and len(args.noise_frames) != args.label_noise:
+        parser.error("--noise-frames names the --label-noise N frames: give N config ids")
     if args.label_noise is not None:
         label_noise(Labeller(translated_labels_file(args.output), args.txt, settings_of=args.output),
-                    args.output, args.label_noise, args.output.with_suffix(".json"))
+                    args.output, args.label_noise, args.output.with_suffix(".json"), args.noise_frames)
         return
     if args.reference_path is not None:
         reference_barrier(Labeller(reference_labels_file(args.output), args.txt, settings_of=args.output),
