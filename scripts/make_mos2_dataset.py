@@ -33,8 +33,11 @@ deterministic list of configurations with unique ``config_id``):
 8. ``midhop_rNN_iKK``: more rattled straight-line images (0.06-0.1 Å) of the
    hop's squeezed middle, images 2-6, where the S atom passes 1.8 Å from two Mo
    atoms. A committee trained on stages 1-7 had its largest held-out force errors
-   there: three rattled image-6 frames at 92-122 meV/Å, against 45 meV/Å over
-   the other held-out frames.
+   there: three rattled image-6 frames at 92-122 meV/Å and a committee-path image
+   at 103, against 45 meV/Å over the other 15. A committee trained on these
+   frames still missed them by 103 meV/Å, of which the labels' grid noise there
+   (``--noise-frames``: 30-40 meV/Å) is a small part: the error in this region
+   is the model's, not the data's.
 
 Each finished configuration is appended to the extxyz at once (rank 0 writes).
 About two minutes per single point on 2 otherwise idle cores.
