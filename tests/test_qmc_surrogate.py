@@ -144,3 +144,21 @@ def test_damaged_output_is_a_failed_job(tmp_path, damage):
     output.write_text(damage(output.read_text()))
     with pytest.raises(QmcJobFailed, match="unreadable output .*surrogate_result.json \\(truncated or damaged\\)"):
         backend.analyse(job)
+
+
+def test_reference_surface_runs_mfal_neb_on_mean_forces(tmp_path):
+    """A benchmark's true barrier is mfal's NEB on the reference, which asks for mean forces only."""
+    from mfal.neb import idpp_path, run_neb
+    from mfal.systems.h3 import h3_endpoints
+
+    committee, path = _hydrogen_committee(tmp_path, n_members=2)
+    structures = [_chain(1.1), _chain(1.6)]
+    surface = ReferenceSurface(SurrogateSettings(model_file=path, calculator=EMT_PATH))
+    full, mean_only = surface.evaluate(structures), surface.evaluate(structures, member_forces=False)
+    assert mean_only.forces is None
+    assert mean_only.forces_mean == pytest.approx(full.forces_mean, abs=1e-9)
+    assert mean_only.energies == pytest.approx(full.energies, abs=1e-9)
+
+    leps = ReferenceSurface(SurrogateSettings(calculator="mfal.potentials.analytic:LEPSCalculator"))
+    result = run_neb(leps, idpp_path(*h3_endpoints(), 5), fmax=0.05)
+    assert result.converged and 0.3 < result.barrier < 0.5

@@ -94,24 +94,29 @@ class ReferenceSurface:
         self.committee = _model_committee(settings) if settings.model_file is not None else None
         self.calculator = _imported_calculator(settings) if settings.calculator is not None else None
 
-    def evaluate(self, structures: list[Atoms]):
+    def evaluate(self, structures: list[Atoms], *, member_forces: bool = True):
+        """Like :meth:`Committee.evaluate`: with ``member_forces=False`` (what an NEB asks) only the mean forces."""
         from mfal.potentials.committee import CommitteePrediction
         from mfal.potentials.graphs import atom_offsets
 
         structures = list(structures)
         offsets = atom_offsets(structures)
         if self.committee is not None:
-            prediction = self.committee.evaluate(structures)
-            energies, forces = prediction.energies.copy(), prediction.forces.copy()
+            prediction = self.committee.evaluate(structures, member_forces=member_forces)
+            energies = prediction.energies.copy()
+            forces = (prediction.forces if member_forces else prediction.forces_mean).copy()
         else:
-            energies, forces = np.zeros((1, len(structures))), np.zeros((1, offsets[-1], 3))
+            energies = np.zeros((1, len(structures)))
+            forces = np.zeros((1, offsets[-1], 3) if member_forces else (offsets[-1], 3))
         if self.calculator is not None:
             for index, atoms in enumerate(structures):
                 atoms = atoms.copy()
                 atoms.calc = self.calculator
                 energies[:, index] += atoms.get_potential_energy()
-                forces[:, offsets[index]:offsets[index + 1]] += atoms.get_forces()
-        return CommitteePrediction(energies=energies, forces=forces, atom_offsets=offsets)
+                forces[..., offsets[index]:offsets[index + 1], :] += atoms.get_forces()
+        if member_forces:
+            return CommitteePrediction(energies=energies, forces=forces, atom_offsets=offsets)
+        return CommitteePrediction(energies=energies, forces=None, atom_offsets=offsets, mean_forces=forces)
 
     def energy(self, atoms: Atoms) -> float:
         """The reference energy of one structure (eV)."""
