@@ -85,3 +85,9 @@ def test_an_unstackable_architecture_is_evaluated_member_by_member():
     mean_only = committee.evaluate(structures(), member_forces=False)
     np.testing.assert_array_equal(mean_only.energies, loop.energies)
     np.testing.assert_array_equal(mean_only.forces_mean, loop.forces_mean)
+
+
+def test_members_trained_in_float32_stack_exactly_in_float64(tmp_path):
+    """A float32 model keeps its Bessel frequencies and coupling matrices at float32 precision; the stack uses theirs."""
+    path = Committee.from_architecture(tiny_architecture(), 4, dtype="float32").save(tmp_path / "f32.pt")
+    assert_stacked_matches_loop(Committee.load(path, dtype="float64", device="cpu"), structures())

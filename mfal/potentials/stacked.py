@@ -206,6 +206,24 @@ def _stack_readout(wide: torch.nn.Module, members: Sequence[torch.nn.Module]) ->
         stack_linear(wide.linear_2, [m.linear_2 for m in members])
 
 
+def copy_constants(wide: "StackedCommittee", member: torch.nn.Module) -> None:
+    """The member's fixed, channel-independent constants into the stack (in place): the radial basis
+    (Bessel frequencies, cutoff) and the symmetric contractions' coupling matrices.
+
+    A model computes them when it is built, at its default dtype, and keeps them
+    in its state: members trained in float32 carry them at float32 precision
+    (Bessel frequencies 1e-7 off) even when evaluated in float64, and the stack
+    built here in float64 would otherwise compute what they compute to 1e-6 eV only.
+    """
+    with torch.no_grad():
+        wide.radial_embedding.load_state_dict(member.radial_embedding.state_dict())
+        for wide_product, product in zip(wide.products, member.products):
+            for wide_part, part in zip(wide_product.symmetric_contractions.contractions,
+                                       product.symmetric_contractions.contractions):
+                for name, buffer in part.named_buffers(recurse=False):
+                    getattr(wide_part, name).copy_(buffer)
+
+
 def _distinct_pair_repulsions(models: Sequence[torch.nn.Module]) -> list[torch.nn.Module]:
     """The members' pair-repulsion terms: one if they are all equal (the usual case), else one per member."""
     if not hasattr(models[0], "pair_repulsion"):
@@ -254,6 +272,7 @@ class StackedCommittee(torch.nn.Module):
         for wide_product, *member_products in zip(self.products, *(m.products for m in models)):
             stack_product(wide_product, member_products)
         stack_linear(self.node_embedding.linear, [m.node_embedding.linear for m in models], input_stacked=False)
+        copy_constants(self, models[0])
         for i, readout in enumerate(self.readouts):
             _stack_readout(readout, [m.readouts[i] for m in models])
         self.pair_repulsion = torch.nn.ModuleList(_distinct_pair_repulsions(models))
