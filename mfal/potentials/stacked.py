@@ -18,8 +18,10 @@ convolution's weights (``bmm`` over members). Member-specific constants
 per-member vectors or are folded into the weights.
 
 On 2 CPU cores this evaluates the moving images of the MoS2 NEB 1.2x faster
-than the members one at a time in float64 and 1.4x in float32
-(``scripts/bench_stacked.py``); most of the rest is the arithmetic itself.
+than the members one at a time in float64 and 1.4x in float32 with 16-channel
+members, 0.98x and 1.07x with 32-channel ones (``scripts/bench_stacked.py``):
+most of a call is per-edge arithmetic (the radial networks, the convolution),
+the same either way, and it grows with the channels while the overhead saved does not.
 
 Only the layer types whose algebra is written out here are stacked
 (:func:`stackable`); any other committee is evaluated one member at a time.
@@ -207,21 +209,21 @@ def _stack_readout(wide: torch.nn.Module, members: Sequence[torch.nn.Module]) ->
 
 
 def copy_constants(wide: "StackedCommittee", member: torch.nn.Module) -> None:
-    """The member's fixed, channel-independent constants into the stack (in place): the radial basis
-    (Bessel frequencies, cutoff) and the symmetric contractions' coupling matrices.
+    """The member's fixed constants into the stack (in place): every floating-point buffer of the same
+    name and shape, i.e. those that do not depend on the channels (the radial basis, the convolution's
+    Wigner 3j symbols, the symmetric contractions' coupling matrices).
 
     A model computes them when it is built, at its default dtype, and keeps them
     in its state: members trained in float32 carry them at float32 precision
     (Bessel frequencies 1e-7 off) even when evaluated in float64, and the stack
     built here in float64 would otherwise compute what they compute to 1e-6 eV only.
     """
+    constants = {name: buffer for name, buffer in member.named_buffers() if buffer.is_floating_point()}
     with torch.no_grad():
-        wide.radial_embedding.load_state_dict(member.radial_embedding.state_dict())
-        for wide_product, product in zip(wide.products, member.products):
-            for wide_part, part in zip(wide_product.symmetric_contractions.contractions,
-                                       product.symmetric_contractions.contractions):
-                for name, buffer in part.named_buffers(recurse=False):
-                    getattr(wide_part, name).copy_(buffer)
+        for name, buffer in wide.named_buffers():
+            source = constants.get(name)
+            if source is not None and source.shape == buffer.shape:
+                buffer.copy_(source)
 
 
 def _distinct_pair_repulsions(models: Sequence[torch.nn.Module]) -> list[torch.nn.Module]:
