@@ -44,7 +44,7 @@ def test_the_relaxed_hop_is_raised_at_its_saddle_and_not_at_its_shoulders():
     assert energies[0] == energies[-1] == 0.0
     assert energies.argmax() == saddle
     assert energies[saddle] > 0.4
-    assert energies[saddle - 2: saddle].max() < 0.1  # the shoulders, one bond already broken
+    assert energies[saddle - 2: saddle].max() < 0.25 * energies[saddle]  # the shoulders, one bond already broken
     assert energies == pytest.approx(energies[::-1], abs=1e-3)
     assert _energy(path[saddle], strength=0.64) == pytest.approx(2 * energies[saddle])
 

@@ -3,9 +3,10 @@
 A wider MACE trained from scratch needs hundreds of epochs to catch up with a
 narrow one that has been trained for long: on the MoS2 dataset a 32-channel
 member after 120 epochs from scratch was still at 89.7 meV/Å on the held-out
-forces, where the shipped 16-channel members are at 80-96. Widening keeps what
-was learnt instead. Each wide member's channels are the trained member's
-followed by those of a freshly initialised member of the same architecture,
+forces, where the 16-channel members it would replace were at 80-96. Widening
+keeps what was learnt instead (the shipped 32-channel MoS2 committee began as
+that 16-channel one, widened). Each wide member's channels are the trained
+member's followed by those of a freshly initialised member of the same architecture,
 laid out as in :mod:`mfal.potentials.stacked` (block-diagonal linear maps,
 per-channel weights side by side). The fresh channels' readout weights and all
 cross blocks start at zero, so the wide member computes exactly the trained
