@@ -19,7 +19,7 @@ per-member vectors or are folded into the weights.
 
 On 2 CPU cores this evaluates the moving images of the MoS2 NEB 1.2x faster
 than the members one at a time in float64 and 1.4x in float32 with 16-channel
-members, 0.98x and 1.07x with 32-channel ones (``scripts/bench_stacked.py``):
+members, 0.91-0.98x and 1.07-1.12x with 32-channel ones (``scripts/bench_stacked.py``):
 most of a call is per-edge arithmetic (the radial networks, the convolution),
 the same either way, and it grows with the channels while the overhead saved does not.
 
