@@ -413,11 +413,10 @@ def fireworks_overhead(target, store, config: CampaignConfig, work: Path) -> dic
 
 
 def share_force_responses(source, target) -> None:
-    """Copy the force responses kept in store ``source`` into store ``target`` (those it lacks)."""
-    known = set(target.force_responses.distinct("_id"))
-    missing = [record for record in source.force_responses.find() if record["_id"] not in known]
-    if missing:
-        target.force_responses.insert_many(missing)
+    """Copy the force responses kept in store ``source`` into ``target``, a new campaign's empty store."""
+    records = list(source.force_responses.find())
+    if records:
+        target.force_responses.insert_many(records)
 
 
 def campaign_target(server, name: str):
